@@ -1,0 +1,44 @@
+"""SQLAlchemy access to the TinyCortex chunk DB, with the Rust core's guarantees."""
+
+from __future__ import annotations
+
+from .api import breaker_state, create_engine, db_path_for, invalidate, with_connection
+from .breaker import BreakerState
+from .errors import (
+    CheckoutError,
+    CheckoutTimeoutError,
+    CircuitOpenError,
+    CorruptDatabaseError,
+    DatabaseBusyError,
+    JournalModeBusyError,
+    NestedCheckoutError,
+    OpenError,
+    OptionConflictError,
+    OptionError,
+    PragmaError,
+    TinyCortexError,
+)
+from .options import Options
+
+__all__ = [
+    "BreakerState",
+    "CheckoutError",
+    "CheckoutTimeoutError",
+    "CircuitOpenError",
+    "CorruptDatabaseError",
+    "DatabaseBusyError",
+    "JournalModeBusyError",
+    "NestedCheckoutError",
+    "OpenError",
+    "OptionConflictError",
+    "OptionError",
+    "Options",
+    "PragmaError",
+    "TinyCortexError",
+    "breaker_state",
+    "create_engine",
+    "db_path_for",
+    "invalidate",
+    "with_connection",
+]
+__version__ = "0.1.0"

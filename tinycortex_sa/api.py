@@ -1,0 +1,82 @@
+"""The application-facing functions: engines, ``with_connection``, invalidation."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from . import options as opts
+from . import registry
+from .breaker import BreakerState
+
+T = TypeVar("T")
+Workspace = str | os.PathLike[str]
+
+_by_workspace: dict[str, registry.FileHandle] = {}
+
+
+def db_path_for(workspace: Workspace) -> Path:
+    """The chunk DB of ``workspace``: ``<workspace>/memory_tree/chunks.db``."""
+    return Path(workspace) / "memory_tree" / "chunks.db"
+
+
+def _handle(workspace: Workspace, explicit: dict[str, Any]) -> registry.FileHandle:
+    key = os.fspath(workspace)
+    handle = _by_workspace.get(key) if os.path.isabs(key) else None
+    if handle is None:
+        handle = registry.handle_for(db_path_for(workspace), explicit)
+        if os.path.isabs(key):
+            _by_workspace[key] = handle
+    elif explicit or not handle._fixed:
+        handle.fix_options(explicit)
+    return handle
+
+
+def create_engine(workspace: Workspace, **options: Any) -> sa.Engine:
+    """An Engine on ``<workspace>/memory_tree/chunks.db`` sharing the file's one connection.
+
+    ``options`` are those of docs/options.md; an unknown name or bad value
+    raises :class:`~tinycortex_sa.OptionError`.
+    """
+    opts.parse(options)
+    url = sa.URL.create("sqlite+tinycortex", database=str(db_path_for(workspace)))
+    return sa.create_engine(url, **options)
+
+
+def with_connection(workspace: Workspace, fn: Callable[[sqlite3.Connection], T], **options: Any) -> T:
+    """Call ``fn`` with the file's cached DBAPI connection and return its result.
+
+    The connection is in autocommit mode: ``fn`` issues ``BEGIN`` itself for a
+    transaction.  A transaction left open is rolled back when ``fn`` returns or
+    raises; an exception from ``fn`` propagates unchanged.
+    """
+    explicit = opts.parse(options) if options else {}
+    handle = _handle(workspace, explicit)
+    conn = handle.checkout(explicit.get("checkout_timeout", handle.options.checkout_timeout))
+    try:
+        return fn(conn)
+    finally:
+        handle.checkin()
+
+
+def invalidate(workspace: Workspace) -> None:
+    """Close the file's cached connection and reset its breaker and options.
+
+    The next use opens the file afresh.  Engines on the file stay usable.
+    """
+    handle = registry.existing_handle(db_path_for(workspace))
+    if handle is not None:
+        handle.invalidate()
+
+
+def breaker_state(workspace: Workspace) -> BreakerState:
+    """The circuit breaker of the workspace's chunk DB, as a snapshot."""
+    handle = registry.existing_handle(db_path_for(workspace))
+    if handle is None:
+        return BreakerState("closed", 0, None, 0.0)
+    return handle.breaker.snapshot()

@@ -1,0 +1,172 @@
+"""The ``sqlite+tinycortex`` dialect: pysqlite with the chunk DB's rules.
+
+* Options arrive as named keyword arguments (so ``create_engine`` rejects
+  typos) or URL query parameters; both are validated by
+  :mod:`tinycortex_sa.options`.
+* The pool is always :class:`~tinycortex_sa.pool.TinyCortexPool`: one shared
+  connection per file, process-wide.
+* The library, not the driver, emits BEGIN (SQLAlchemy's pysqlite recipe):
+  ``BEGIN IMMEDIATE`` by default so that writers from several processes wait
+  on ``busy_timeout``; ``execution_options(tinycortex_begin="deferred")`` runs
+  read-only work under a deferred BEGIN.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine.characteristics import ConnectionCharacteristic
+from sqlalchemy.engine.interfaces import ConnectArgsType, DBAPIConnection, Dialect, IsolationLevel
+from sqlalchemy.pool import Pool, StaticPool
+
+from . import options as opts
+from . import registry
+from .errors import OptionError
+from .pool import TinyCortexPool
+
+BEGIN_MODES = {"immediate": "BEGIN IMMEDIATE", "deferred": "BEGIN DEFERRED", "exclusive": "BEGIN EXCLUSIVE"}
+
+
+class BeginCharacteristic(ConnectionCharacteristic):
+    """The ``tinycortex_begin`` execution option: how the next transaction begins."""
+
+    transactional = True
+
+    def reset_characteristic(self, dialect: Dialect, dbapi_conn: DBAPIConnection) -> None:
+        handle = getattr(dialect, "tinycortex_handle", None)
+        if handle is not None:
+            handle.begin_mode = "IMMEDIATE"
+
+    def set_characteristic(self, dialect: Dialect, dbapi_conn: DBAPIConnection, value: Any) -> None:
+        if value not in BEGIN_MODES:
+            raise OptionError(
+                f"execution option tinycortex_begin must be one of {sorted(BEGIN_MODES)}, got {value!r}"
+            )
+        handle = getattr(dialect, "tinycortex_handle", None)
+        if handle is not None:
+            handle.begin_mode = value.upper()
+
+    def get_characteristic(self, dialect: Dialect, dbapi_conn: DBAPIConnection) -> Any:
+        handle = getattr(dialect, "tinycortex_handle", None)
+        return "immediate" if handle is None else handle.begin_mode.lower()
+
+
+class TinyCortexDialect(SQLiteDialect_pysqlite):
+    """SQLAlchemy's pysqlite dialect, bound to the shared connection of one chunk DB."""
+
+    driver = "tinycortex"
+    supports_statement_cache = True
+    connection_characteristics = SQLiteDialect_pysqlite.connection_characteristics.union(
+        {"tinycortex_begin": BeginCharacteristic()}
+    )
+
+    def __init__(
+        self,
+        busy_timeout: int | None = None,
+        breaker_threshold: int | None = None,
+        breaker_cooldown: float | None = None,
+        checkout_timeout: float | None = None,
+        on_corrupt: str | None = None,
+        auto_migrate: bool | None = None,
+        content_root: Any = None,
+        embedding_model: str | None = None,
+        embedding_dim: int | None = None,
+        tinycortex_borrowed: sqlite3.Connection | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(**kw)
+        given = {
+            "busy_timeout": busy_timeout,
+            "breaker_threshold": breaker_threshold,
+            "breaker_cooldown": breaker_cooldown,
+            "checkout_timeout": checkout_timeout,
+            "on_corrupt": on_corrupt,
+            "auto_migrate": auto_migrate,
+            "content_root": content_root,
+            "embedding_model": embedding_model,
+            "embedding_dim": embedding_dim,
+        }
+        self._kw_options = opts.parse({k: v for k, v in given.items() if v is not None})
+        self._borrowed = tinycortex_borrowed
+        self.tinycortex_handle: registry.FileHandle | None = None
+        self.tinycortex_checkout_timeout = opts.DEFAULTS.checkout_timeout
+
+    @classmethod
+    def get_pool_class(cls, url: URL) -> type[Pool]:
+        return TinyCortexPool
+
+    @classmethod
+    def engine_created(cls, engine: Engine) -> None:
+        dialect = engine.dialect
+        if isinstance(dialect, TinyCortexDialect) and dialect._borrowed is None:
+            if not isinstance(engine.pool, TinyCortexPool):
+                raise OptionError(
+                    "sqlite+tinycortex engines use their own pool (one shared connection per file); "
+                    "do not pass poolclass= or pool= to create_engine"
+                )
+
+    def create_connect_args(self, url: URL) -> ConnectArgsType:
+        if self._borrowed is not None:
+            return [], {}
+        if url.username or url.password or url.host or url.port:
+            raise OptionError(f"invalid sqlite+tinycortex URL {url!r}: use sqlite+tinycortex:///path/to/chunks.db")
+        path = url.database
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise OptionError(
+                f"sqlite+tinycortex needs the path of a chunk DB file, got {path!r} "
+                "(e.g. sqlite+tinycortex:////abs/workspace/memory_tree/chunks.db)"
+            )
+        from_url = opts.parse(dict(url.query))
+        for name, value in from_url.items():
+            if name in self._kw_options and self._kw_options[name] != value:
+                raise OptionError(
+                    f"option {name!r} is given twice with different values: "
+                    f"{value!r} in the URL and {self._kw_options[name]!r} as a keyword argument"
+                )
+        explicit = {**from_url, **self._kw_options}
+        self.tinycortex_handle = registry.handle_for(path, explicit)
+        self.tinycortex_checkout_timeout = explicit.get(
+            "checkout_timeout", self.tinycortex_handle.options.checkout_timeout
+        )
+        return [], {}
+
+    def connect(self, *cargs: Any, **cparams: Any) -> DBAPIConnection:
+        """The pool's creator: hand over the connection the handle already opened."""
+        conn = self._borrowed if self._borrowed is not None else self.tinycortex_handle.conn  # type: ignore[union-attr]
+        assert conn is not None, "the handle opens the connection before the pool asks for it"
+        return conn  # type: ignore[return-value]
+
+    def do_begin(self, dbapi_connection: Any) -> None:
+        handle = self.tinycortex_handle
+        dbapi_connection.execute("BEGIN IMMEDIATE" if handle is None else f"BEGIN {handle.begin_mode}")
+
+    def set_isolation_level(self, dbapi_connection: DBAPIConnection, level: IsolationLevel) -> None:
+        if level == "AUTOCOMMIT":
+            raise OptionError(
+                "isolation_level='AUTOCOMMIT' is not supported on sqlite+tinycortex: the library emits "
+                "BEGIN itself; use tinycortex_sa.with_connection() for statements outside a transaction"
+            )
+        # keep the driver in isolation_level=None (the library emits BEGIN); only the pragma changes
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA read_uncommitted = {self._isolation_lookup[level]}")
+        cursor.close()
+
+
+class _BorrowedPool(StaticPool):
+    def _close_connection(self, connection: Any, *, terminate: bool = False) -> None:
+        """The connection belongs to whoever lent it; never close it here."""
+
+
+def borrowed_engine(conn: sqlite3.Connection) -> Engine:
+    """An engine whose only connection is ``conn``, which the caller already holds.
+
+    Used to run Alembic on the shared connection during initialisation; it
+    emits ``BEGIN IMMEDIATE`` itself and never closes ``conn`` (dispose it when done).
+    """
+    return sa.create_engine(
+        "sqlite+tinycortex://", tinycortex_borrowed=conn, poolclass=_BorrowedPool, pool_reset_on_return=None
+    )

@@ -1,0 +1,269 @@
+"""The one place that holds process-global state: one handle per database file.
+
+A :class:`FileHandle` owns the single DBAPI connection of one chunk DB in this
+process, the lock that serialises its callers, the file's options and its
+circuit breaker.  Every engine on the file and :func:`tinycortex_sa.with_connection`
+go through the same handle, whatever spelling of the path they used.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from threading import get_ident
+from typing import Any
+
+from . import migrate, pragmas, recovery
+from .breaker import CircuitBreaker
+from .errors import (
+    CheckoutTimeoutError,
+    DatabaseBusyError,
+    NestedCheckoutError,
+    OptionConflictError,
+)
+from .options import DEFAULTS, FILE_SCOPED, Options, resolve
+
+
+def _initialise(conn: sqlite3.Connection, path: Path, options: Options) -> None:
+    migrate.initialise(conn, path, options)
+
+
+class FileHandle:
+    """The shared connection of one database file, and who may use it now."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.options: Options = DEFAULTS
+        self.conn: sqlite3.Connection | None = None
+        self.generation = 0
+        """Bumped whenever ``conn`` is replaced, so pools know to rebuild their record."""
+        self.opens = 0
+        """How many times this process tried to open the file (tests count file access)."""
+        self.begin_mode = "IMMEDIATE"
+        """How the dialect's next BEGIN starts; reset to IMMEDIATE at every checkin."""
+        self.breaker = CircuitBreaker(path)
+        self._fixed = False
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+        self._close_pending = False
+        self._users: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    # -- options ---------------------------------------------------------------
+    def fix_options(self, explicit: Mapping[str, Any]) -> None:
+        """The first caller fixes the file's options; later ones may only repeat them."""
+        given = {k: v for k, v in explicit.items() if k in FILE_SCOPED}
+        if self._fixed:
+            for name, value in given.items():
+                current = getattr(self.options, name)
+                if current != value:
+                    raise OptionConflictError(
+                        f"{self.path}: option {name}={value!r} conflicts with {name}={current!r}, "
+                        "which the first engine on this file set. File-level options are shared by "
+                        "every engine on the file: pass the same value, leave it out, or call "
+                        "tinycortex_sa.invalidate() first to change it."
+                    )
+            return
+        with self._lock:
+            self.options = resolve(given)
+            self.breaker.threshold = self.options.breaker_threshold
+            self.breaker.cooldown = self.options.breaker_cooldown
+            self._fixed = True
+
+    # -- checkout ----------------------------------------------------------------
+    def checkout(self, timeout: float) -> sqlite3.Connection:
+        """Take the connection for this thread, opening it if needed."""
+        me = get_ident()
+        if self._owner == me:
+            raise NestedCheckoutError(
+                f"{self.path}: this thread already holds the connection (a Session or connection "
+                "opened inside another, or an engine used inside with_connection). Finish or close "
+                "the outer one first, or pass its connection down; waiting here would deadlock."
+            )
+        if self.conn is None:
+            self.breaker.check()  # refuse at once while open, before waiting for the lock
+        if not self._lock.acquire(timeout=timeout):
+            raise CheckoutTimeoutError(
+                f"{self.path}: another thread held the connection for more than "
+                f"checkout_timeout={timeout:g}s; raise checkout_timeout or shorten that work."
+            )
+        self._owner = me
+        conn = self.conn
+        if conn is None:
+            try:
+                conn = self._open()
+            except BaseException:
+                self._release()
+                raise
+        return conn
+
+    def checkin(self) -> None:
+        """Give the connection back; any transaction left open is rolled back."""
+        try:
+            conn = self.conn
+            if conn is not None:
+                try:
+                    if conn.in_transaction:
+                        conn.rollback()
+                except sqlite3.ProgrammingError:  # the caller closed it: open afresh next time
+                    self.discard(conn)
+            if self._close_pending:
+                self._close_locked()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self.begin_mode = "IMMEDIATE"
+        self._owner = None
+        self._lock.release()
+
+    @property
+    def held_by_current_thread(self) -> bool:
+        return self._owner == get_ident()
+
+    def _open(self) -> sqlite3.Connection:
+        self.breaker.before_attempt()
+        self.opens += 1
+        try:
+            conn = recovery.open_initialised(self.path, self.options, _initialise)
+        except DatabaseBusyError:
+            self.breaker.record_neutral()
+            raise
+        except Exception as err:
+            self.breaker.record_failure(err)
+            raise
+        except BaseException:
+            self.breaker.record_neutral()
+            raise
+        self.breaker.record_success()
+        self.conn = conn
+        self.generation += 1
+        return conn
+
+    # -- lifetime ------------------------------------------------------------------
+    def attach(self, user: object) -> None:
+        """Count an engine's pool as a user of this file."""
+        self._users.add(user)
+
+    def detach(self, user: object) -> None:
+        """Forget a pool; the last one to go closes the connection."""
+        self._users.discard(user)
+        if not self._users:
+            self.close()
+
+    def close(self) -> None:
+        """Close the connection now, or at checkin if this thread holds it."""
+        if self.held_by_current_thread:
+            self._close_pending = True
+            return
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        self._close_pending = False
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            self.generation += 1
+            conn.close()
+
+    def discard(self, conn: Any) -> None:
+        """Stop using ``conn`` (closed or broken under us); the next checkout opens afresh."""
+        if conn is self.conn:
+            self.conn = None
+            self.generation += 1
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    def invalidate(self) -> None:
+        """Close the connection, reset the breaker and forget the file's options."""
+        self.close()
+        self.breaker = CircuitBreaker(self.path)
+        self.options = DEFAULTS
+        self._fixed = False
+
+    def _after_fork_in_child(self) -> None:
+        # SQLite forbids using, or even closing, a connection across fork(): the
+        # parent's connection is kept alive forever, untouched, and this process
+        # opens its own on first use.
+        if self.conn is not None:
+            _keep_forever(self.conn)
+        self.conn = None
+        self.generation += 1
+        self._lock = threading.Lock()
+        self._owner = None
+        self._close_pending = False
+        self.breaker = CircuitBreaker(self.path, self.options.breaker_threshold, self.options.breaker_cooldown)
+
+    def read_pragmas(self) -> dict[str, object]:
+        """The pragmas of the open connection, as SQLite reports them (for status and demos)."""
+        conn = self.checkout(self.options.checkout_timeout)
+        try:
+            return pragmas.read(conn)
+        finally:
+            self.checkin()
+
+
+_handles: dict[str, FileHandle] = {}
+_aliases: dict[str, FileHandle] = {}
+_registry_lock = threading.Lock()
+
+
+def _keep_forever(conn: sqlite3.Connection) -> None:
+    # An extra reference that is never released: the connection is never
+    # deallocated, so sqlite3_close() never runs on a descriptor inherited from
+    # the parent (it could roll back the parent's transaction).
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+
+
+def handle_for(db_path: str | os.PathLike[str], explicit: Mapping[str, Any] | None = None) -> FileHandle:
+    """The handle of the file at ``db_path`` (any spelling), fixing its options on first use.
+
+    Spellings are resolved (``realpath``) once per process and remembered.
+    """
+    key = os.fspath(db_path)
+    if not os.path.isabs(key):
+        key = os.path.join(os.getcwd(), key)
+    handle = _aliases.get(key)
+    if handle is None:
+        with _registry_lock:
+            canonical = os.path.realpath(key)
+            handle = _handles.get(canonical)
+            if handle is None:
+                handle = _handles[canonical] = FileHandle(Path(canonical))
+            _aliases[key] = handle
+    if not handle._fixed or explicit:
+        handle.fix_options(explicit or {})
+    return handle
+
+
+def existing_handle(db_path: str | os.PathLike[str]) -> FileHandle | None:
+    """The handle for ``db_path`` if this process has one, without creating it."""
+    key = os.path.realpath(os.path.abspath(os.fspath(db_path)))
+    return _handles.get(key)
+
+
+def _after_fork_in_child() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for handle in _handles.values():
+        handle._after_fork_in_child()
+
+
+def _close_all_at_exit() -> None:
+    for handle in list(_handles.values()):
+        if handle._lock.acquire(timeout=0):
+            try:
+                handle._close_locked()
+            finally:
+                handle._lock.release()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_all_at_exit)
