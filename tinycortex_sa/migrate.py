@@ -1,12 +1,218 @@
-"""Schema initialisation hook (filled in by the schema work)."""
+"""Bring a chunk DB to Alembic head when the connection core first opens it.
+
+The connection core calls :func:`initialise` once per newly opened DBAPI
+connection, under the per-file lock and after the pragmas.  A database already
+at head costs one query (``alembic_version`` compared with
+:data:`~tinycortex_sa.schema_version.HEAD`); Alembic and the revision files are
+imported only when something has to change.  The upgrade runs inside one
+``BEGIN IMMEDIATE`` transaction on the database itself, which is also the lock
+between processes: a second process opening the same new workspace waits for
+the first, re-reads the version under the lock and finds it at head.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import importlib.util
+import logging
 import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .options import Options
+from .options import DEFAULTS, Options, parse, resolve
+from .schema_errors import SchemaBehindError, UnknownRevisionError
+from .schema_version import HEAD, REVISIONS
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy.engine import Connection
+
+log = logging.getLogger(__name__)
+
+#: ``config.attributes`` key holding the :class:`DataSettings` of a run.
+SETTINGS_KEY = "tinycortex_data_settings"
+#: ``config.attributes`` key holding the :class:`~tinycortex_sa.options.Options` of a run.
+OPTIONS_KEY = "tinycortex_options"
+#: Options that the data migrations read; ``-x NAME=VALUE`` overrides them.
+DATA_OPTIONS: tuple[str, ...] = ("embedding_model", "embedding_dim", "content_root")
+
+_EXTERNAL: contextvars.ContextVar[bool] = contextvars.ContextVar("tinycortex_sa_external", default=False)
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """What the two Rust data migrations need: the embedding signature and the content root."""
+
+    embedding_model: str
+    embedding_dim: int
+    content_root: Path
+
+    @property
+    def signature(self) -> str:
+        """The sidecar tables' ``model_signature``: ``"{model}@{dim}"``."""
+        return f"{self.embedding_model}@{self.embedding_dim}"
+
+
+def data_settings(options: Options, db_path: Path, x_args: Mapping[str, str] | None = None) -> DataSettings:
+    """Resolve the data-migration settings: ``-x`` arguments, then ``options``, then the defaults.
+
+    The content root defaults to ``<workspace>/memory_tree/content``, the
+    ``content`` folder beside the database file.
+    """
+    given = {name: value for name, value in (x_args or {}).items() if name in DATA_OPTIONS}
+    resolved = resolve(parse(given), options)
+    root = resolved.content_root if resolved.content_root is not None else db_path.parent / "content"
+    return DataSettings(resolved.embedding_model, resolved.embedding_dim, Path(root))
+
+
+def database_path(connection: Connection) -> Path:
+    """The file behind ``connection``'s main schema (``PRAGMA database_list``)."""
+    for row in connection.exec_driver_sql("PRAGMA database_list").fetchall():
+        if row[1] == "main" and row[2]:
+            return Path(row[2])
+    raise ValueError("the chunk DB migrations need a file-backed database, not an in-memory one")
+
+
+def current_data_settings() -> DataSettings:
+    """The settings of the running migration (for revision files).
+
+    ``migrations/env.py`` always stores them in ``config.attributes``; a
+    custom ``env.py`` that does not gets ``-x`` arguments over the defaults.
+    """
+    from alembic import context, op
+
+    settings = context.config.attributes.get(SETTINGS_KEY)
+    if isinstance(settings, DataSettings):
+        return settings
+    path = database_path(op.get_bind())
+    return data_settings(DEFAULTS, path, context.get_x_argument(as_dictionary=True))
+
+
+def script_location() -> Path:
+    """The migrations folder: the installed ``tinycortex_sa.migrations`` or the repo's ``migrations/``."""
+    spec = importlib.util.find_spec("tinycortex_sa.migrations")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(**attributes: Any) -> Config:
+    """An Alembic ``Config`` on the packaged migrations, with ``attributes`` set.
+
+    Pass ``connection=`` to run on a connection you hold (its transaction is
+    then the migration's), as :func:`initialise` and the tests do.
+    """
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    config.attributes.update(attributes)
+    return config
+
+
+@contextlib.contextmanager
+def external_migration() -> Iterator[None]:
+    """Within this block (this thread/context), :func:`initialise` does nothing.
+
+    ``migrations/env.py`` uses it while it opens the database it is about to
+    migrate (or inspect: ``alembic current`` must not upgrade), and tests use
+    it to start from an empty file.
+    """
+    token = _EXTERNAL.set(True)
+    try:
+        yield
+    finally:
+        _EXTERNAL.reset(token)
+
+
+def read_revisions(conn: sqlite3.Connection) -> tuple[str, ...] | None:
+    """The rows of ``alembic_version``, or None when the table does not exist."""
+    try:
+        rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    except sqlite3.OperationalError as err:
+        if "no such table" in str(err):
+            return None
+        raise
+    return tuple(str(row[0]) for row in rows)
+
+
+def _describe(revisions: tuple[str, ...] | None) -> str:
+    if not revisions:
+        return "no revision (a new database, or one the Rust core created)"
+    return "revision " + ", ".join(revisions)
+
+
+def _check_known(revisions: tuple[str, ...] | None, db_path: Path) -> None:
+    if revisions is None or revisions == ():
+        return
+    if len(revisions) == 1 and revisions[0] in REVISIONS:
+        return
+    raise UnknownRevisionError(
+        f"{db_path}: the chunk DB is stamped with {_describe(revisions)}, which this version of "
+        f"tinycortex_sa does not know (its newest is {HEAD}): newer code wrote it. Upgrade "
+        "tinycortex_sa to open it; the file was left untouched.",
+        path=db_path,
+        revision=", ".join(revisions),
+    )
+
+
+def _behind(revisions: tuple[str, ...] | None, db_path: Path) -> SchemaBehindError:
+    workspace = db_path.parent.parent
+    return SchemaBehindError(
+        f"{db_path}: the chunk DB schema is at {_describe(revisions)}, behind {HEAD}, and "
+        f"auto_migrate is off, so nothing was changed. Run `alembic -x workspace={workspace} "
+        "upgrade head` (see docs/schema.md), or open it once with auto_migrate=True.",
+        path=db_path,
+        revision=revisions[0] if revisions else None,
+    )
 
 
 def initialise(conn: sqlite3.Connection, db_path: Path, options: Options) -> None:
-    """Bring the schema of a newly opened connection up to date."""
+    """Check (and with ``auto_migrate``, bring) the schema of a new connection to head.
+
+    Raises :class:`UnknownRevisionError` for a database stamped by newer code
+    (in both modes, before touching it) and :class:`SchemaBehindError` for one
+    behind head when ``options.auto_migrate`` is off.
+    """
+    if _EXTERNAL.get():
+        return
+    revisions = read_revisions(conn)
+    if revisions == (HEAD,):
+        return
+    _check_known(revisions, db_path)
+    if not options.auto_migrate:
+        raise _behind(revisions, db_path)
+    _upgrade_locked(conn, db_path, options)
+
+
+def _upgrade_locked(conn: sqlite3.Connection, db_path: Path, options: Options) -> None:
+    """Upgrade to head in one ``BEGIN IMMEDIATE`` transaction, re-checking under that lock."""
+    from alembic import command
+
+    from .dialect import borrowed_engine
+
+    engine = borrowed_engine(conn)
+    try:
+        with engine.begin() as connection:
+            present = connection.exec_driver_sql(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+            ).scalar()
+            revisions: tuple[str, ...] | None = None
+            if present:
+                rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
+                revisions = tuple(str(row[0]) for row in rows)
+            if revisions == (HEAD,):
+                log.debug("%s: another process brought the chunk DB to %s first", db_path, HEAD)
+                return
+            _check_known(revisions, db_path)
+            log.info("%s: upgrading the chunk DB from %s to %s", db_path, _describe(revisions), HEAD)
+            config = alembic_config(
+                connection=connection,
+                **{OPTIONS_KEY: options, SETTINGS_KEY: data_settings(options, db_path)},
+            )
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()

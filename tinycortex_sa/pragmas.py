@@ -57,7 +57,12 @@ def set_synchronous(conn: sqlite3.Connection, path: Path, options: Options) -> N
 
 def set_journal_mode(conn: sqlite3.Connection, path: Path, options: Options) -> None:
     """TRUNCATE, never WAL; on a WAL database this checkpoints the ``-wal`` in."""
-    got = _scalar(conn, "PRAGMA journal_mode = TRUNCATE")
+    try:
+        got = _scalar(conn, "PRAGMA journal_mode = TRUNCATE")
+    except sqlite3.OperationalError as err:
+        if getattr(err, "sqlite_errorcode", 0) & 0xFF != 5:  # SQLITE_BUSY
+            raise
+        got = _scalar(conn, "PRAGMA journal_mode")
     if str(got).lower() == "wal":
         raise JournalModeBusyError(
             f"{path}: PRAGMA journal_mode = truncate was refused, the database stays in 'wal' mode "

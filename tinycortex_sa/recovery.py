@@ -41,6 +41,9 @@ CORRUPT_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (and their extended codes, low byte)
 SIDE_SUFFIXES = ("-journal", "-wal", "-shm")
 
+#: The DBAPI connect function; tests replace it with one that fails on command.
+connect = sqlite3.connect
+
 
 def _code(err: BaseException) -> int | None:
     code = getattr(err, "sqlite_errorcode", None)
@@ -82,7 +85,7 @@ def fold_wal(path: Path, busy_timeout_ms: int) -> None:
     if not wal.exists() or wal.stat().st_size == 0:
         return
     try:
-        conn = sqlite3.connect(str(path), timeout=busy_timeout_ms / 1000, isolation_level=None)
+        conn = connect(str(path), timeout=busy_timeout_ms / 1000, isolation_level=None)
         try:
             busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
             mode = str(conn.execute("PRAGMA journal_mode = TRUNCATE").fetchone()[0]).lower()
@@ -107,7 +110,7 @@ def fold_wal(path: Path, busy_timeout_ms: int) -> None:
 def quick_check(path: Path, busy_timeout_ms: int) -> str | None:
     """Return what ``PRAGMA quick_check(1)`` finds wrong with ``path``, or None if healthy."""
     try:
-        conn = sqlite3.connect(str(path), timeout=busy_timeout_ms / 1000, isolation_level=None)
+        conn = connect(str(path), timeout=busy_timeout_ms / 1000, isolation_level=None)
         try:
             result = str(conn.execute("PRAGMA quick_check(1)").fetchone()[0])
         finally:
@@ -153,7 +156,7 @@ def _prepare(path: Path) -> None:
 
 def _open_once(path: Path, options: Options, initialise: Initialiser) -> sqlite3.Connection:
     _prepare(path)
-    conn = sqlite3.connect(
+    conn = connect(
         str(path),
         timeout=options.busy_timeout / 1000,
         isolation_level=None,  # the library, not the driver, emits BEGIN
