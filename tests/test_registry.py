@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tinycortex_sa import NestedCheckoutError, OptionConflictError, registry
+
+
+def test_spellings_share_one_handle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.chdir(tmp_path)
+    spellings = ["real/chunks.db", str(tmp_path / "real" / "chunks.db"), "link/../real/chunks.db", "link/chunks.db"]
+    handles = {id(registry.handle_for(s)) for s in spellings}
+    assert len(handles) == 1
+
+
+def test_first_caller_fixes_file_options(tmp_path: Path) -> None:
+    path = tmp_path / "chunks.db"
+    handle = registry.handle_for(path, {"busy_timeout": 100, "checkout_timeout": 1.0})
+    assert handle.options.busy_timeout == 100
+    registry.handle_for(path, {"busy_timeout": 100})
+    registry.handle_for(path, {})
+    registry.handle_for(path, {"checkout_timeout": 9.0})  # per engine, not per file
+    with pytest.raises(OptionConflictError, match=r"busy_timeout=200 conflicts with busy_timeout=100"):
+        registry.handle_for(path, {"busy_timeout": 200})
+    # defaults count as fixed too: a later explicit default-differing value conflicts
+    other = registry.handle_for(tmp_path / "other.db")
+    with pytest.raises(OptionConflictError, match="breaker_threshold"):
+        registry.handle_for(tmp_path / "other.db", {"breaker_threshold": 9})
+    assert other.options.breaker_threshold == 3
+
+
+def test_nested_checkout_fails_fast(tmp_path: Path) -> None:
+    handle = registry.handle_for(tmp_path / "chunks.db")
+    handle.checkout(5)
+    try:
+        with pytest.raises(NestedCheckoutError, match="already holds"):
+            handle.checkout(5)
+    finally:
+        handle.checkin()
+    handle.checkout(0)
+    handle.checkin()
+
+
+def test_after_fork_the_old_connection_is_kept_alive_not_closed(tmp_path: Path) -> None:
+    handle = registry.handle_for(tmp_path / "chunks.db")
+    conn = handle.checkout(1)
+    handle.checkin()
+    generation = handle.generation
+    before = __import__("sys").getrefcount(conn)
+    handle._after_fork_in_child()  # what os.register_at_fork runs in a child
+    assert handle.conn is None and handle.generation == generation + 1
+    assert __import__("sys").getrefcount(conn) == before  # our extra reference replaced the handle's
+    assert conn.execute("SELECT 1").fetchone() == (1,)  # not closed
+    assert handle.checkout(1) is not conn
+    handle.checkin()
+    conn.close()
+
+
+def test_close_inside_a_checkout_waits_for_checkin(tmp_path: Path) -> None:
+    handle = registry.handle_for(tmp_path / "chunks.db")
+    conn = handle.checkout(1)
+    handle.close()
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    handle.checkin()
+    with pytest.raises(sqlite3.ProgrammingError):
+        conn.execute("SELECT 1")
+    assert os.path.exists(tmp_path / "chunks.db")
