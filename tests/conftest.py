@@ -11,7 +11,6 @@ import pytest
 from tinycortex_sa import api, registry
 
 
-
 def _find_fixtures() -> Path:
     # CI clones the repo next to a copy of shared/; developers have it at ../shared
     for base in (Path(__file__).resolve().parents[1].parent, Path.cwd().parent):

@@ -43,7 +43,9 @@ def test_with_connection_rolls_back_and_reraises_unchanged(workspace: Path) -> N
         return 7
 
     assert tinycortex_sa.with_connection(workspace, write_and_forget) == 7
-    assert tinycortex_sa.with_connection(workspace, lambda c: c.execute("SELECT count(*) FROM t").fetchone()) == (0,)
+    assert tinycortex_sa.with_connection(
+        workspace, lambda c: c.execute("SELECT count(*) FROM t").fetchone()
+    ) == (0,)
 
 
 def test_a_connection_closed_by_the_caller_is_replaced(workspace: Path) -> None:

@@ -41,7 +41,7 @@ def test_trips_exactly_at_the_threshold(breaker: CircuitBreaker, caplog: pytest.
     snap = breaker.snapshot()
     assert (snap.state, snap.failures, snap.retry_in) == ("open", 3, 30.0)
     assert "OSError: boom" in (snap.last_error or "")
-    with pytest.raises(CircuitOpenError, match="chunks.db") as info:
+    with pytest.raises(CircuitOpenError, match=r"chunks\.db") as info:
         breaker.before_attempt()
     assert info.value.retry_in == 30.0
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -29,7 +29,13 @@ def test_entry_point_works_without_importing_the_package(workspace: Path) -> Non
         "print(type(e.dialect).__module__, e.dialect.name, type(e.pool).__name__)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["truncate", "['tinycortex_sa']", "tinycortex_sa.dialect", "sqlite", "TinyCortexPool"]
+    assert out.split() == [
+        "truncate",
+        "['tinycortex_sa']",
+        "tinycortex_sa.dialect",
+        "sqlite",
+        "TinyCortexPool",
+    ]
 
 
 def test_dialect_is_a_pysqlite_dialect(workspace: Path) -> None:
@@ -40,7 +46,9 @@ def test_dialect_is_a_pysqlite_dialect(workspace: Path) -> None:
 
 
 def test_url_query_options_are_converted(workspace: Path) -> None:
-    engine = sa.create_engine(url_for(workspace, "?busy_timeout=2500&breaker_threshold=5&checkout_timeout=1.5"))
+    engine = sa.create_engine(
+        url_for(workspace, "?busy_timeout=2500&breaker_threshold=5&checkout_timeout=1.5")
+    )
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 2500
     handle = registry.existing_handle(tinycortex_sa.db_path_for(workspace))
@@ -50,7 +58,11 @@ def test_url_query_options_are_converted(workspace: Path) -> None:
 
 @pytest.mark.parametrize(
     ("query", "named"),
-    [("?busy_timout=1", "busy_timout"), ("?busy_timeout=soon", "busy_timeout"), ("?on_corrupt=drop", "on_corrupt")],
+    [
+        ("?busy_timout=1", "busy_timout"),
+        ("?busy_timeout=soon", "busy_timeout"),
+        ("?on_corrupt=drop", "on_corrupt"),
+    ],
 )
 def test_bad_url_options_are_rejected_by_name(workspace: Path, query: str, named: str) -> None:
     with pytest.raises(OptionError, match=named):

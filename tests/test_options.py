@@ -9,16 +9,19 @@ from tinycortex_sa.options import DEFAULTS, FILE_SCOPED, parse, resolve
 
 
 def test_defaults_match_the_rust_core() -> None:
-    assert DEFAULTS == Options(
-        busy_timeout=15000,
-        breaker_threshold=3,
-        breaker_cooldown=30.0,
-        checkout_timeout=30.0,
-        on_corrupt="quarantine",
-        auto_migrate=True,
-        content_root=None,
-        embedding_model="nomic-embed-text",
-        embedding_dim=768,
+    assert (
+        Options(
+            busy_timeout=15000,
+            breaker_threshold=3,
+            breaker_cooldown=30.0,
+            checkout_timeout=30.0,
+            on_corrupt="quarantine",
+            auto_migrate=True,
+            content_root=None,
+            embedding_model="nomic-embed-text",
+            embedding_dim=768,
+        )
+        == DEFAULTS
     )
     assert "checkout_timeout" not in FILE_SCOPED
     assert {"busy_timeout", "on_corrupt", "breaker_threshold"} <= FILE_SCOPED

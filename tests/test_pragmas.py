@@ -17,7 +17,12 @@ def connect(path: Path) -> sqlite3.Connection:
 def test_apply_sets_and_reads_back_every_pragma(tmp_path: Path) -> None:
     conn = connect(tmp_path / "a.db")
     apply(conn, tmp_path / "a.db", Options(busy_timeout=1234))
-    assert read(conn) == {"busy_timeout": 1234, "foreign_keys": 1, "synchronous": 2, "journal_mode": "truncate"}
+    assert read(conn) == {
+        "busy_timeout": 1234,
+        "foreign_keys": 1,
+        "synchronous": 2,
+        "journal_mode": "truncate",
+    }
 
 
 def test_a_refused_journal_mode_is_an_error_naming_it(tmp_path: Path) -> None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -8,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from tinycortex_sa import CorruptDatabaseError, DatabaseBusyError, OpenError
-from tinycortex_sa import recovery
+from tinycortex_sa import CorruptDatabaseError, DatabaseBusyError, OpenError, recovery
 from tinycortex_sa.options import DEFAULTS, Options
 
 
@@ -55,10 +53,13 @@ def test_io_error_gets_one_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_io_error_twice_is_reraised_as_open_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first, second = sqlite_error(14, "unable to open database file"), sqlite_error(14, "unable to open database file")
+    first, second = (
+        sqlite_error(14, "unable to open database file"),
+        sqlite_error(14, "unable to open database file"),
+    )
     flaky = FlakyConnect(first, second)
     monkeypatch.setattr(recovery, "connect", flaky)
-    with pytest.raises(OpenError, match="a.db") as info:
+    with pytest.raises(OpenError, match=r"a\.db") as info:
         recovery.open_initialised(tmp_path / "a.db", DEFAULTS, noop_init, sleep=lambda s: None)
     assert flaky.calls == 2 and info.value.__cause__ is second
 

@@ -13,7 +13,12 @@ def test_spellings_share_one_handle(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     monkeypatch.chdir(tmp_path)
-    spellings = ["real/chunks.db", str(tmp_path / "real" / "chunks.db"), "link/../real/chunks.db", "link/chunks.db"]
+    spellings = [
+        "real/chunks.db",
+        str(tmp_path / "real" / "chunks.db"),
+        "link/../real/chunks.db",
+        "link/chunks.db",
+    ]
     handles = {id(registry.handle_for(s)) for s in spellings}
     assert len(handles) == 1
 

@@ -85,13 +85,13 @@ class CircuitBreaker:
 
     def _refuse(self, remaining: float) -> NoReturn:
         raise CircuitOpenError(
-                f"circuit breaker open for {self.path}: {self.failures} consecutive failures to "
-                f"open or initialise it (last: {self.last_error}); the next attempt is allowed in "
-                f"{max(remaining, 0.0):.1f}s. Fix the cause, or call tinycortex_sa.invalidate() "
-                "to reset the breaker now.",
-                path=self.path,
-                retry_in=max(remaining, 0.0),
-            )
+            f"circuit breaker open for {self.path}: {self.failures} consecutive failures to "
+            f"open or initialise it (last: {self.last_error}); the next attempt is allowed in "
+            f"{max(remaining, 0.0):.1f}s. Fix the cause, or call tinycortex_sa.invalidate() "
+            "to reset the breaker now.",
+            path=self.path,
+            retry_in=max(remaining, 0.0),
+        )
 
     def record_success(self) -> None:
         """Close the breaker after a successful open; logs a recovery once."""

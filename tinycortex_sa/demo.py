@@ -22,14 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     by_function = tinycortex_sa.create_engine(workspace)
     by_url = sa.create_engine(f"sqlite+tinycortex:///{db_path}")
     with by_function.connect() as conn:
-        first = conn.connection.dbapi_connection
+        first: object = conn.connection.dbapi_connection
         pragmas = {
             name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
             for name in ("busy_timeout", "foreign_keys", "synchronous", "journal_mode")
         }
     with by_url.connect() as conn:
         second = conn.connection.dbapi_connection
-    via_function = tinycortex_sa.with_connection(workspace, lambda c: c)
+    via_function: object = tinycortex_sa.with_connection(workspace, lambda c: c)
 
     handle = registry.existing_handle(db_path)
     print(f"workspace      {workspace}")

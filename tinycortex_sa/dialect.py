@@ -102,18 +102,20 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
     @classmethod
     def engine_created(cls, engine: Engine) -> None:
         dialect = engine.dialect
-        if isinstance(dialect, TinyCortexDialect) and dialect._borrowed is None:
-            if not isinstance(engine.pool, TinyCortexPool):
-                raise OptionError(
-                    "sqlite+tinycortex engines use their own pool (one shared connection per file); "
-                    "do not pass poolclass= or pool= to create_engine"
-                )
+        borrowed = isinstance(dialect, TinyCortexDialect) and dialect._borrowed is not None
+        if not borrowed and not isinstance(engine.pool, TinyCortexPool):
+            raise OptionError(
+                "sqlite+tinycortex engines use their own pool (one shared connection per file); "
+                "do not pass poolclass= or pool= to create_engine"
+            )
 
     def create_connect_args(self, url: URL) -> ConnectArgsType:
         if self._borrowed is not None:
             return [], {}
         if url.username or url.password or url.host or url.port:
-            raise OptionError(f"invalid sqlite+tinycortex URL {url!r}: use sqlite+tinycortex:///path/to/chunks.db")
+            raise OptionError(
+                f"invalid sqlite+tinycortex URL {url!r}: use sqlite+tinycortex:///path/to/chunks.db"
+            )
         path = url.database
         if not path or path == ":memory:" or path.startswith("file:"):
             raise OptionError(

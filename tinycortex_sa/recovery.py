@@ -199,7 +199,7 @@ def _explain(path: Path, options: Options, err: BaseException) -> OpenError:
             "Point the workspace at a directory.",
             path=path,
         )
-    if isinstance(err, PermissionError) or code is not None and code & 0xFF == 8:
+    if isinstance(err, PermissionError) or (code is not None and code & 0xFF == 8):
         return OpenError(
             f"cannot write {path}: {err}. Check the owner and mode of the file and of {path.parent}.",
             path=path,

@@ -9,6 +9,7 @@ go through the same handle, whatever spelling of the path they used.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import os
 import sqlite3
@@ -171,15 +172,13 @@ class FileHandle:
             self.generation += 1
             conn.close()
 
-    def discard(self, conn: Any) -> None:
+    def discard(self, conn: sqlite3.Connection) -> None:
         """Stop using ``conn`` (closed or broken under us); the next checkout opens afresh."""
         if conn is self.conn:
             self.conn = None
             self.generation += 1
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 conn.close()
-            except sqlite3.Error:
-                pass
 
     def invalidate(self) -> None:
         """Close the connection, reset the breaker and forget the file's options."""
@@ -199,7 +198,9 @@ class FileHandle:
         self._lock = threading.Lock()
         self._owner = None
         self._close_pending = False
-        self.breaker = CircuitBreaker(self.path, self.options.breaker_threshold, self.options.breaker_cooldown)
+        self.breaker = CircuitBreaker(
+            self.path, self.options.breaker_threshold, self.options.breaker_cooldown
+        )
 
     def read_pragmas(self) -> dict[str, object]:
         """The pragmas of the open connection, as SQLite reports them (for status and demos)."""
