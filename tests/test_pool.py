@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+import tinycortex_sa
+from tinycortex_sa import registry
+from tinycortex_sa.pool import TinyCortexPool
+
+
+def test_dispose_keeps_event_listeners(workspace: Path) -> None:
+    engine = tinycortex_sa.create_engine(workspace)
+    checkouts: list[Any] = []
+    sa.event.listen(engine, "checkout", lambda dbapi_conn, rec, proxy: checkouts.append(dbapi_conn))
+    with engine.connect():
+        pass
+    engine.dispose()  # recreate() must hand the dispatch over
+    assert isinstance(engine.pool, TinyCortexPool)
+    with engine.connect():
+        pass
+    assert len(checkouts) == 2
+
+
+def test_status_and_generation_follow_the_handle(workspace: Path) -> None:
+    engine = tinycortex_sa.create_engine(workspace)
+    with engine.connect() as conn:
+        first = conn.connection.dbapi_connection
+        assert "held" in engine.pool.status()
+    assert "idle" in engine.pool.status()
+    tinycortex_sa.invalidate(workspace)  # the handle opens a new connection; the pool rewraps it
+    with engine.connect() as conn:
+        second = conn.connection.dbapi_connection
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    assert second is not first
+    handle = registry.existing_handle(tinycortex_sa.db_path_for(workspace))
+    assert handle is not None and handle.opens == 2
+
+
+def test_connect_events_fire_once_per_new_connection(workspace: Path) -> None:
+    engine = tinycortex_sa.create_engine(workspace)
+    connects: list[Any] = []
+    sa.event.listen(engine, "connect", lambda dbapi_conn, rec: connects.append(dbapi_conn))
+    for _ in range(3):
+        with engine.connect():
+            pass
+    assert len(connects) == 1
