@@ -34,6 +34,10 @@ class CheckoutTimeoutError(CheckoutError):
     """Another thread held the connection for longer than ``checkout_timeout``."""
 
 
+class ForkedInUseError(CheckoutError):
+    """This process was forked while the parent was using the file's connection."""
+
+
 class CircuitOpenError(CheckoutError):
     """The circuit breaker refuses to open this file until its cooldown ends."""
 

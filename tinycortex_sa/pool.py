@@ -29,10 +29,13 @@ class TinyCortexPool(Pool):
         self._timeout: float = self._dialect.tinycortex_checkout_timeout  # type: ignore[union-attr]
         self._record: _ConnectionRecord | None = None
         self._generation = -1
-        handle.attach(self)
+        self._attached = False
 
     def _do_get(self) -> ConnectionPoolEntry:
         handle = self._handle
+        if not self._attached:  # counted as a user from first use, so dispose()+recreate() can close
+            handle.attach(self)
+            self._attached = True
         handle.checkout(self._timeout)
         try:
             if self._generation != handle.generation or self._record is None:
@@ -55,6 +58,7 @@ class TinyCortexPool(Pool):
 
     def dispose(self) -> None:
         self._record = None
+        self._attached = False
         self._handle.detach(self)
 
     def recreate(self) -> TinyCortexPool:

@@ -25,6 +25,7 @@ from .breaker import CircuitBreaker
 from .errors import (
     CheckoutTimeoutError,
     DatabaseBusyError,
+    ForkedInUseError,
     NestedCheckoutError,
     OptionConflictError,
 )
@@ -50,16 +51,28 @@ class FileHandle:
         """How the dialect's next BEGIN starts; reset to IMMEDIATE at every checkin."""
         self.breaker = CircuitBreaker(path)
         self._fixed = False
+        self._options_lock = threading.Lock()
         self._lock = threading.Lock()
         self._owner: int | None = None
+        self._forked_in_use = False
         self._close_pending = False
         self._users: weakref.WeakSet[Any] = weakref.WeakSet()
 
     # -- options ---------------------------------------------------------------
     def fix_options(self, explicit: Mapping[str, Any]) -> None:
-        """The first caller fixes the file's options; later ones may only repeat them."""
+        """The first caller fixes the file's options; later ones may only repeat them.
+
+        Atomic under its own small lock, never the connection lock, so it
+        neither waits for a busy connection nor races another first caller.
+        """
         given = {k: v for k, v in explicit.items() if k in FILE_SCOPED}
-        if self._fixed:
+        with self._options_lock:
+            if not self._fixed:
+                self.options = resolve(given)
+                self.breaker.threshold = self.options.breaker_threshold
+                self.breaker.cooldown = self.options.breaker_cooldown
+                self._fixed = True
+                return
             for name, value in given.items():
                 current = getattr(self.options, name)
                 if current != value:
@@ -69,12 +82,6 @@ class FileHandle:
                         "every engine on the file: pass the same value, leave it out, or call "
                         "tinycortex_sa.invalidate() first to change it."
                     )
-            return
-        with self._lock:
-            self.options = resolve(given)
-            self.breaker.threshold = self.options.breaker_threshold
-            self.breaker.cooldown = self.options.breaker_cooldown
-            self._fixed = True
 
     # -- checkout ----------------------------------------------------------------
     def checkout(self, timeout: float) -> sqlite3.Connection:
@@ -128,6 +135,12 @@ class FileHandle:
         return self._owner == get_ident()
 
     def _open(self) -> sqlite3.Connection:
+        if self._forked_in_use:
+            raise ForkedInUseError(
+                f"{self.path}: this process was forked while its parent was using the database (a "
+                "transaction or statement was open), so SQLite cannot use the file from this child. "
+                "Fork while no connection to the file is checked out, or before opening it."
+            )
         self.breaker.before_attempt()
         self.opens += 1
         try:
@@ -183,21 +196,33 @@ class FileHandle:
     def invalidate(self) -> None:
         """Close the connection, reset the breaker and forget the file's options."""
         self.close()
-        self.breaker = CircuitBreaker(self.path)
-        self.options = DEFAULTS
-        self._fixed = False
+        with self._options_lock:
+            self.breaker = CircuitBreaker(self.path)
+            self.options = DEFAULTS
+            self._fixed = False
 
     def _after_fork_in_child(self) -> None:
+        """Reset this handle in a forked child."""
         # SQLite forbids using, or even closing, a connection across fork(): the
         # parent's connection is kept alive forever, untouched, and this process
-        # opens its own on first use.
-        if self.conn is not None:
-            _keep_forever(self.conn)
+        # opens its own on first use.  If the parent was inside a transaction or
+        # statement on it, SQLite's in-process lock state says the file is locked
+        # for good in this child: refuse clearly instead of timing out.
+        me = get_ident()
+        held_by_me = self._owner == me
+        conn = self.conn
+        self._forked_in_use = conn is not None and conn.in_transaction  # a snapshot of the fork instant
+        if conn is not None:
+            _keep_forever(conn)
         self.conn = None
         self.generation += 1
         self._lock = threading.Lock()
-        self._owner = None
+        self._options_lock = threading.Lock()
         self._close_pending = False
+        self._owner = None
+        if held_by_me:  # the forking thread's own checkout continues in the child and checks in
+            self._lock.acquire()
+            self._owner = me
         self.breaker = CircuitBreaker(
             self.path, self.options.breaker_threshold, self.options.breaker_cooldown
         )
@@ -250,9 +275,35 @@ def existing_handle(db_path: str | os.PathLike[str]) -> FileHandle | None:
     return _handles.get(key)
 
 
+_fork_quiesced: list[FileHandle] = []
+
+
+def _before_fork() -> None:
+    # A connection another thread holds inside a transaction would leave SQLite's
+    # in-process lock state "locked" in the child for good: wait (up to the
+    # file's checkout_timeout) for that transaction to end before forking.
+    me = get_ident()
+    for handle in list(_handles.values()):
+        if handle._owner == me:
+            continue
+        lock = handle._lock
+        if lock.acquire(blocking=False):
+            _fork_quiesced.append(handle)
+            continue
+        conn = handle.conn
+        if conn is not None and conn.in_transaction and lock.acquire(timeout=handle.options.checkout_timeout):
+            _fork_quiesced.append(handle)
+
+
+def _after_fork_in_parent() -> None:
+    while _fork_quiesced:
+        _fork_quiesced.pop()._lock.release()
+
+
 def _after_fork_in_child() -> None:
     global _registry_lock
     _registry_lock = threading.Lock()
+    _fork_quiesced.clear()  # the child's handles get new locks
     for handle in _handles.values():
         handle._after_fork_in_child()
 
@@ -266,5 +317,7 @@ def _close_all_at_exit() -> None:
                 handle._lock.release()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
 atexit.register(_close_all_at_exit)
