@@ -24,7 +24,7 @@ from sqlalchemy.engine.interfaces import ConnectArgsType, DBAPIConnection, Diale
 from sqlalchemy.pool import Pool, StaticPool
 
 from . import options as opts
-from . import registry
+from . import reflection, registry
 from .errors import OptionError
 from .pool import TinyCortexPool
 
@@ -145,6 +145,12 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
     def do_begin(self, dbapi_connection: Any) -> None:
         handle = self.tinycortex_handle
         dbapi_connection.execute("BEGIN IMMEDIATE" if handle is None else f"BEGIN {handle.begin_mode}")
+
+    def get_foreign_keys(
+        self, connection: Any, table_name: str, schema: str | None = None, **kw: Any
+    ) -> list[Any]:
+        """Reflect inline ``REFERENCES ... ON DELETE CASCADE`` actions too (Alembic checks them)."""
+        return reflection.get_foreign_keys(self, connection, table_name, schema, **kw)
 
     def set_isolation_level(self, dbapi_connection: DBAPIConnection, level: IsolationLevel) -> None:
         if level == "AUTOCOMMIT":

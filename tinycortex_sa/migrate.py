@@ -17,6 +17,7 @@ import contextvars
 import importlib.util
 import logging
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,11 @@ OPTIONS_KEY = "tinycortex_options"
 DATA_OPTIONS: tuple[str, ...] = ("embedding_model", "embedding_dim", "content_root")
 
 _EXTERNAL: contextvars.ContextVar[bool] = contextvars.ContextVar("tinycortex_sa_external", default=False)
+
+# Alembic's ``op`` and ``context`` are module-level proxies, so two threads must
+# not run revisions at once, even on different files.  Taken innermost (after
+# the file's lock and BEGIN IMMEDIATE), around nothing but the Alembic run.
+_ALEMBIC_RUN = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,13 @@ def data_settings(options: Options, db_path: Path, x_args: Mapping[str, str] | N
 
 
 def database_path(connection: Connection) -> Path:
-    """The file behind ``connection``'s main schema (``PRAGMA database_list``)."""
-    for row in connection.exec_driver_sql("PRAGMA database_list").fetchall():
+    """The file behind ``connection``'s main schema (``PRAGMA database_list``).
+
+    Asked on the DBAPI connection, so that it does not begin a SQLAlchemy
+    transaction (Alembic would then take it for the caller's and not commit).
+    """
+    raw: Any = connection.connection.driver_connection
+    for row in raw.execute("PRAGMA database_list").fetchall():
         if row[1] == "main" and row[2]:
             return Path(row[2])
     raise ValueError("the chunk DB migrations need a file-backed database, not an in-memory one")
@@ -191,6 +202,7 @@ def initialise(conn: sqlite3.Connection, db_path: Path, options: Options) -> Non
 def _upgrade_locked(conn: sqlite3.Connection, db_path: Path, options: Options) -> None:
     """Upgrade to head in one ``BEGIN IMMEDIATE`` transaction, re-checking under that lock."""
     from alembic import command
+    from sqlalchemy.exc import DBAPIError
 
     from .dialect import borrowed_engine
 
@@ -213,6 +225,13 @@ def _upgrade_locked(conn: sqlite3.Connection, db_path: Path, options: Options) -
                 connection=connection,
                 **{OPTIONS_KEY: options, SETTINGS_KEY: data_settings(options, db_path)},
             )
-            command.upgrade(config, "head")
+            with _ALEMBIC_RUN:
+                command.upgrade(config, "head")
+    except DBAPIError as err:
+        # hand SQLite's own error to the connection core, which tells busy, I/O and corrupt apart
+        if not isinstance(err.orig, sqlite3.Error):
+            raise
+        err.orig.add_note(f"while upgrading {db_path} to {HEAD}: {err.statement}")
+        raise err.orig from None
     finally:
         engine.dispose()

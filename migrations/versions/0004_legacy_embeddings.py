@@ -62,8 +62,13 @@ def upgrade() -> None:
         log.info(
             "legacy embeddings: %s: copied %d into %s as %s; skipped %d whose size is not "
             "%d float32 values (dimension mismatch)",
-            legacy, copied, sidecar, settings.signature, skipped, settings.embedding_dim,
-        )  # fmt: skip
+            legacy,
+            copied,
+            sidecar,
+            settings.signature,
+            skipped,
+            settings.embedding_dim,
+        )
     bind.exec_driver_sql("PRAGMA user_version = 1")
 
 

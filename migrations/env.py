@@ -1,0 +1,120 @@
+"""Alembic environment of the TinyCortex chunk DB.
+
+The database comes from, in order: a connection (or engine) handed in through
+``config.attributes["connection"]`` (``tinycortex_sa.migrate.initialise``,
+applications, pytest-alembic), ``-x workspace=PATH``, ``$TINYCORTEX_WORKSPACE``, then
+``sqlalchemy.url`` in ``alembic.ini``.  A connection handed in is used as is
+(its open transaction, if any, becomes the migration's); otherwise the
+engine's connection is opened with the automatic upgrade switched off, so that
+``alembic current`` or ``downgrade`` see the file as it is.  The data
+migrations' settings come from ``-x embedding_model=… embedding_dim=…
+content_root=…``, else the engine's options, else the Rust defaults.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from logging.config import fileConfig
+
+import sqlalchemy as sa
+from alembic import context
+from sqlalchemy.dialects.sqlite.base import SQLiteDialect
+from sqlalchemy.engine import Connection
+
+from tinycortex_sa import migrate, reflection, registry
+from tinycortex_sa.models import Base
+from tinycortex_sa.options import DEFAULTS, Options
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _settings_for(connection: Connection) -> migrate.DataSettings:
+    """The data-migration settings: as handed in, else ``-x`` over the file's options over defaults."""
+    settings = config.attributes.get(migrate.SETTINGS_KEY)
+    if isinstance(settings, migrate.DataSettings):
+        return settings
+    db_path = migrate.database_path(connection)
+    given = config.attributes.get(migrate.OPTIONS_KEY)
+    handle = registry.existing_handle(db_path)  # the options the engine's first caller fixed
+    options = given if isinstance(given, Options) else handle.options if handle else DEFAULTS
+    return migrate.data_settings(options, db_path, context.get_x_argument(as_dictionary=True))
+
+
+def _reflect_fk_actions(connection: Connection) -> None:
+    """Let autogenerate see inline ``ON DELETE CASCADE`` (see :mod:`tinycortex_sa.reflection`).
+
+    Patches only this connection's dialect instance, and only if its class
+    does not already do it.
+    """
+    dialect = connection.dialect
+    if (
+        isinstance(dialect, SQLiteDialect)
+        and type(dialect).get_foreign_keys is SQLiteDialect.get_foreign_keys
+    ):
+        dialect.get_foreign_keys = functools.partial(reflection.get_foreign_keys, dialect)  # type: ignore[method-assign]
+
+
+def run_on(connection: Connection) -> None:
+    """Configure Alembic on ``connection`` and run the requested command."""
+    _reflect_fk_actions(connection)
+    settings = _settings_for(connection)
+    had = migrate.SETTINGS_KEY in config.attributes
+    config.attributes[migrate.SETTINGS_KEY] = settings
+    try:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            transactional_ddl=True,
+            compare_type=True,
+            compare_server_default=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        if not had:
+            del config.attributes[migrate.SETTINGS_KEY]
+
+
+def build_engine() -> sa.Engine:
+    """An engine from ``-x workspace``, ``$TINYCORTEX_WORKSPACE`` or ``sqlalchemy.url``."""
+    workspace = context.get_x_argument(as_dictionary=True).get("workspace") or os.environ.get(
+        "TINYCORTEX_WORKSPACE"
+    )
+    if workspace:
+        import tinycortex_sa
+
+        return tinycortex_sa.create_engine(workspace)
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError(
+            "no chunk DB to migrate: pass -x workspace=PATH, set TINYCORTEX_WORKSPACE, "
+            "or set sqlalchemy.url in alembic.ini"
+        )
+    return sa.create_engine(url)
+
+
+def run_online() -> None:
+    """Use the connection (or engine) handed in, or open one without the automatic upgrade."""
+    given = config.attributes.get("connection")
+    if isinstance(given, Connection):
+        run_on(given)
+        return
+    if given is None and config.config_file_name is not None:
+        fileConfig(config.config_file_name, disable_existing_loggers=False)
+    engine = given if isinstance(given, sa.Engine) else build_engine()
+    try:
+        with migrate.external_migration(), engine.connect() as connection:
+            run_on(connection)
+    finally:
+        if engine is not given:
+            engine.dispose()
+
+
+if context.is_offline_mode():
+    raise RuntimeError(
+        "offline (--sql) mode is not supported: the chunk DB revisions inspect the database "
+        "(existing columns, PRAGMA user_version) to adopt files the Rust core wrote"
+    )
+run_online()

@@ -1,0 +1,149 @@
+"""Helpers for the schema tests: schema snapshots, table checksums, fixture copies.
+
+Everything reads through plain ``sqlite3`` connections so that what is
+compared is what SQLite itself reports, independent of SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import tinycortex_sa
+from tinycortex_sa import migrate
+
+FIXTURES = ("rust-0.1.1-empty", "rust-0.1.1-populated", "rust-legacy-v0", "rust-legacy-wal")
+
+TABLES = (
+    "mem_tree_chunks",
+    "mem_tree_chunk_embeddings",
+    "mem_tree_chunk_reembed_skipped",
+    "mem_tree_score",
+    "mem_tree_entity_index",
+    "mem_tree_entity_edges",
+    "mem_tree_trees",
+    "mem_tree_summaries",
+    "mem_tree_summary_embeddings",
+    "mem_tree_summary_reembed_skipped",
+    "mem_tree_buffers",
+    "mem_tree_entity_hotness",
+    "mem_tree_jobs",
+    "mem_tree_ingested_sources",
+    "mcp_writes",
+)
+
+
+def fixtures_root() -> Path:
+    """``../shared/fixtures`` beside the repository (read-only: always copy)."""
+    for base in (Path(__file__).resolve().parents[1].parent, Path.cwd().parent):
+        candidate = base / "shared" / "fixtures"
+        if candidate.is_dir():
+            return candidate
+    raise RuntimeError("cannot find ../shared/fixtures beside the repository")
+
+
+def copy_fixture(name: str, dest: Path) -> Path:
+    """Copy fixture workspace ``name`` (with side files and content) to ``dest``, writable."""
+    shutil.copytree(fixtures_root() / name, dest, copy_function=shutil.copy)
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(0o700 if path.is_dir() else 0o600)
+    return dest
+
+
+def db_file(workspace: Path) -> Path:
+    return workspace / "memory_tree" / "chunks.db"
+
+
+@contextlib.contextmanager
+def raw(workspace: Path) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection on the workspace's chunk DB, closed afterwards."""
+    conn = sqlite3.connect(db_file(workspace), isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def open_workspace(workspace: Path, **options: Any) -> None:
+    """Open the workspace once through tinycortex_sa (runs the automatic upgrade), then close it."""
+    engine = tinycortex_sa.create_engine(workspace, **options)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+        tinycortex_sa.invalidate(workspace)
+
+
+def upgrade_to(workspace: Path, revision: str) -> None:
+    """Run ``alembic upgrade revision`` on the workspace without the automatic upgrade."""
+    from alembic import command
+
+    engine = tinycortex_sa.create_engine(workspace)
+    try:
+        with migrate.external_migration(), engine.begin() as connection:
+            command.upgrade(migrate.alembic_config(connection=connection), revision)
+    finally:
+        engine.dispose()
+        tinycortex_sa.invalidate(workspace)
+
+
+def schema_snapshot(conn: sqlite3.Connection) -> dict[str, Any]:
+    """Tables, columns, indexes (with sort order and WHERE) and foreign keys, as SQLite reports them."""
+    master = sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
+    tables = [name for kind, name, _, _ in master if kind == "table" and not name.startswith("sqlite_")]
+    snapshot: dict[str, Any] = {"master": master, "tables": {}}
+    for table in tables:
+        indexes = {}
+        for _, name, unique, origin, partial in conn.execute(f"PRAGMA index_list({table})"):
+            info = conn.execute(f"PRAGMA index_info({name})").fetchall()
+            xinfo = conn.execute(f"PRAGMA index_xinfo({name})").fetchall()
+            indexes[name] = (unique, origin, partial, info, xinfo)
+        snapshot["tables"][table] = {
+            "columns": conn.execute(f"PRAGMA table_info({table})").fetchall(),
+            "indexes": indexes,
+            "foreign_keys": sorted(conn.execute(f"PRAGMA foreign_key_list({table})").fetchall()),
+        }
+    return snapshot
+
+
+def columns_of(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def table_rows(
+    conn: sqlite3.Connection, table: str, columns: list[str] | None = None
+) -> list[tuple[Any, ...]]:
+    """Every row of ``table`` (the given columns, default all), sorted, values as SQLite stores them."""
+    cols = columns or columns_of(conn, table)
+    select = ", ".join(f"{c}, typeof({c})" for c in cols)
+    return sorted(conn.execute(f"SELECT {select} FROM {table}").fetchall(), key=repr)
+
+
+def checksum(rows: list[tuple[Any, ...]]) -> str:
+    return hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+def table_checksums(conn: sqlite3.Connection, columns: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """sha256 of each chunk-DB table's rows (optionally restricted to given columns)."""
+    return {t: checksum(table_rows(conn, t, (columns or {}).get(t))) for t in TABLES}
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def alembic_revision(workspace: Path) -> str | None:
+    with raw(workspace) as conn:
+        found = migrate.read_revisions(conn)
+    return found[0] if found else None
+
+
+def user_version(workspace: Path) -> int:
+    with raw(workspace) as conn:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])

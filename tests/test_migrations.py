@@ -1,0 +1,287 @@
+"""The revisions and the automatic upgrade on first open (issue 3, items 2-5 and 8-10)."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
+from schema_helpers import (
+    alembic_revision,
+    copy_fixture,
+    db_file,
+    file_digest,
+    open_workspace,
+    raw,
+    schema_snapshot,
+    upgrade_to,
+    user_version,
+)
+
+import tinycortex_sa
+from tinycortex_sa import migrate
+from tinycortex_sa.options import DEFAULTS
+from tinycortex_sa.schema_errors import IrreversibleMigrationError, SchemaBehindError, UnknownRevisionError
+from tinycortex_sa.schema_version import HEAD, REVISIONS
+
+SUMMARY_FOLDERS = ["global", "global-2025", "source-slack-C000", "topic-ml", "topic-rust", "topical-notes"]
+
+
+def _folders(ws: Path, root: Path | None = None) -> list[str]:
+    base = (root or ws / "memory_tree" / "content") / "wiki" / "summaries"
+    return sorted(p.name for p in base.iterdir())
+
+
+def _count(ws: Path, sql: str) -> int:
+    with raw(ws) as conn:
+        return int(conn.execute(sql).fetchone()[0])
+
+
+def _fails_to_open(ws: Path, match: str, **options: Any) -> pytest.ExceptionInfo[BaseException]:
+    engine = tinycortex_sa.create_engine(ws, **options)
+    try:
+        with pytest.raises(BaseException, match=match) as info, engine.connect():
+            pass
+    finally:
+        engine.dispose()
+        tinycortex_sa.invalidate(ws)
+    return info
+
+
+def test_schema_version_constants_match_the_script_directory() -> None:
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    assert script.get_heads() == [HEAD]
+    assert tuple(rev.revision for rev in reversed(list(script.walk_revisions()))) == REVISIONS
+
+
+def test_fast_path_is_one_query(workspace: Path) -> None:
+    open_workspace(workspace)
+    conn = sqlite3.connect(db_file(workspace), isolation_level=None)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        migrate.initialise(conn, db_file(workspace), DEFAULTS)
+    finally:
+        conn.close()
+    assert statements == ["SELECT version_num FROM alembic_version"]
+
+
+def test_fast_path_loads_neither_alembic_nor_revisions(workspace: Path) -> None:
+    open_workspace(workspace)
+    code = (
+        "import sys, tinycortex_sa\n"
+        f"e = tinycortex_sa.create_engine({str(workspace)!r})\n"
+        "with e.connect() as c:\n"
+        "    print(c.exec_driver_sql('SELECT version_num FROM alembic_version').scalar())\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('alembic', 'tinycortex_sa.migrations'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == [HEAD, "[]"]
+
+
+def test_auto_migrate_off_refuses_a_behind_database_and_changes_nothing(tmp_path: Path) -> None:
+    ws = copy_fixture("rust-0.1.1-empty", tmp_path / "ws")
+    before = file_digest(db_file(ws))
+    info = _fails_to_open(ws, r"alembic -x workspace=.* upgrade head", auto_migrate=False)
+    assert isinstance(info.value, SchemaBehindError) and info.value.revision is None
+    assert file_digest(db_file(ws)) == before
+    assert alembic_revision(ws) is None
+
+    upgrade_to(ws, "0003_trees_ask")  # a database stamped behind head is refused the same way
+    before = file_digest(db_file(ws))
+    info = _fails_to_open(ws, "behind", auto_migrate=False)
+    assert isinstance(info.value, SchemaBehindError) and info.value.revision == "0003_trees_ask"
+    assert file_digest(db_file(ws)) == before
+
+
+def test_auto_migrate_off_refuses_a_new_workspace(workspace: Path) -> None:
+    info = _fails_to_open(workspace, "auto_migrate is off", auto_migrate=False)
+    assert isinstance(info.value, SchemaBehindError)
+    assert _count(workspace, "SELECT count(*) FROM sqlite_master") == 0
+
+
+@pytest.mark.parametrize("auto_migrate", [True, False])
+def test_unknown_revision_is_refused_and_left_untouched(workspace: Path, auto_migrate: bool) -> None:
+    open_workspace(workspace)
+    with raw(workspace) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    before = file_digest(db_file(workspace))
+    info = _fails_to_open(workspace, "9999_from_the_future.*newer code", auto_migrate=auto_migrate)
+    assert isinstance(info.value, UnknownRevisionError)
+    assert file_digest(db_file(workspace)) == before
+
+
+def test_failure_at_the_end_of_the_last_revision_rolls_everything_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = copy_fixture("rust-legacy-v0", tmp_path / "ws")
+    before = file_digest(db_file(ws))
+
+    def refuse(path: object, *args: object, **kwargs: object) -> None:
+        raise PermissionError(f"injected failure removing {path}")
+
+    monkeypatch.setattr("shutil.rmtree", refuse)
+    _fails_to_open(ws, "injected failure")
+    assert file_digest(db_file(ws)) == before  # schema, data, alembic_version and user_version
+    assert _folders(ws) == SUMMARY_FOLDERS
+
+    monkeypatch.undo()  # the next open retries, and succeeds
+    open_workspace(ws)
+    assert (alembic_revision(ws), user_version(ws)) == (HEAD, 2)
+
+
+def test_failure_in_the_middle_of_a_revision_leaves_alembic_version_as_it_was(tmp_path: Path) -> None:
+    ws = copy_fixture("rust-legacy-v0", tmp_path / "ws")
+    upgrade_to(ws, "0003_trees_ask")
+    with raw(ws) as conn:  # revision 0005 deletes jobs after deleting summaries, buffers and trees
+        conn.execute(
+            "CREATE TRIGGER injected_failure BEFORE DELETE ON mem_tree_jobs "
+            "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )
+        before = schema_snapshot(conn)
+    digest = file_digest(db_file(ws))
+    _fails_to_open(ws, "injected failure")
+    assert file_digest(db_file(ws)) == digest
+    assert alembic_revision(ws) == "0003_trees_ask" and user_version(ws) == 0
+    assert _count(ws, "SELECT count(*) FROM mem_tree_chunk_embeddings") == 0  # 0004's copy undone too
+    with raw(ws) as conn:
+        assert schema_snapshot(conn) == before
+    assert _folders(ws) == SUMMARY_FOLDERS
+
+
+def test_data_migrations_are_skipped_where_the_rust_core_ran_them(tmp_path: Path) -> None:
+    done = copy_fixture("rust-legacy-v0", tmp_path / "done")
+    half = copy_fixture("rust-legacy-v0", tmp_path / "half")
+    for ws, marker in ((done, 2), (half, 1)):
+        with raw(ws) as conn:
+            conn.execute(f"PRAGMA user_version = {marker}")
+        open_workspace(ws)
+        assert (alembic_revision(ws), user_version(ws)) == (HEAD, 2)
+        assert _count(ws, "SELECT count(*) FROM mem_tree_chunk_embeddings") == 0  # migration 1 skipped
+    assert _count(done, "SELECT count(*) FROM mem_tree_trees WHERE kind = 'global'") == 1
+    assert _folders(done) == SUMMARY_FOLDERS
+    assert _count(half, "SELECT count(*) FROM mem_tree_trees WHERE kind != 'source'") == 0
+    assert _folders(half) == ["source-slack-C000", "topical-notes"]
+
+
+def test_embedding_and_content_root_options_reach_the_data_migrations(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ws = copy_fixture("rust-legacy-v0", tmp_path / "ws")
+    elsewhere = tmp_path / "content"
+    (elsewhere / "wiki" / "summaries" / "topic-x").mkdir(parents=True)
+    (elsewhere / "wiki" / "summaries" / "source-y").mkdir()
+    with caplog.at_level(logging.INFO, logger="tinycortex_sa"):
+        open_workspace(ws, embedding_model="mini-lm", embedding_dim=384, content_root=elsewhere)
+    assert (
+        _count(ws, "SELECT count(*) FROM mem_tree_chunk_embeddings WHERE model_signature = 'mini-lm@384'")
+        == 10
+    )
+    assert _count(ws, "SELECT count(*) FROM mem_tree_chunk_embeddings") == 10
+    assert any("skipped 92 " in r.getMessage() and "mini-lm@384" in r.getMessage() for r in caplog.records)
+    assert _folders(ws, elsewhere) == ["source-y"]
+    assert _folders(ws) == SUMMARY_FOLDERS  # the default content root was not the configured one
+
+
+def test_data_migrations_refuse_to_downgrade(workspace: Path) -> None:
+    open_workspace(workspace)
+    engine = tinycortex_sa.create_engine(workspace)
+    try:
+        with migrate.external_migration(), engine.connect() as connection:
+            config = migrate.alembic_config(connection=connection)
+            with pytest.raises(IrreversibleMigrationError, match=r"cannot be downgraded.*backup"):
+                command.downgrade(config, "0003_trees_ask")
+            connection.rollback()
+    finally:
+        engine.dispose()
+    assert alembic_revision(workspace) == HEAD
+
+
+def test_schema_revisions_downgrade_to_base_and_back(workspace: Path) -> None:
+    upgrade_to(workspace, "0003_trees_ask")
+    with raw(workspace) as conn:
+        at_0003 = schema_snapshot(conn)["tables"]
+    engine = tinycortex_sa.create_engine(workspace)
+    try:
+        with migrate.external_migration(), engine.begin() as connection:
+            command.downgrade(migrate.alembic_config(connection=connection), "base")
+    finally:
+        engine.dispose()
+        tinycortex_sa.invalidate(workspace)
+    assert _count(workspace, "SELECT count(*) FROM sqlite_master WHERE name LIKE 'mem_tree_%'") == 0
+    upgrade_to(workspace, "0003_trees_ask")
+    with raw(workspace) as conn:
+        assert schema_snapshot(conn)["tables"] == at_0003
+
+
+def _open_in_child(workspace: str, start: Any, results: Any) -> None:
+    """Child process: wait for the start signal, open the workspace, report what happened."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger("tinycortex_sa.migrate")
+    logger.addHandler(Collect())
+    logger.setLevel(logging.INFO)
+    start.wait(30)
+    try:
+        engine = tinycortex_sa.create_engine(workspace)
+        with engine.connect() as conn:
+            revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        results.put(("ok", revision, sum("upgrading the chunk DB" in m for m in messages)))
+    except Exception as err:
+        results.put(("error", repr(err), 0))
+
+
+def test_two_processes_open_a_new_workspace_at_once(workspace: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    results = ctx.Queue()
+    children = [ctx.Process(target=_open_in_child, args=(str(workspace), start, results)) for _ in range(2)]
+    for child in children:
+        child.start()
+    start.set()
+    outcomes = []
+    try:
+        for _ in children:
+            outcomes.append(results.get(timeout=60))
+    except queue.Empty:
+        pytest.fail(f"a child did not report: {outcomes}")
+    finally:
+        for child in children:
+            child.join(timeout=10)
+    assert [o[:2] for o in outcomes] == [("ok", HEAD), ("ok", HEAD)]
+    assert sum(o[2] for o in outcomes) == 1  # the revisions ran once
+    assert user_version(workspace) == 2
+
+
+def test_threads_upgrading_different_workspaces_at_once(tmp_path: Path) -> None:
+    workspaces = [copy_fixture("rust-legacy-v0", tmp_path / f"ws{i}") for i in range(3)]
+    errors: list[BaseException] = []
+
+    def open_one(ws: Path) -> None:
+        try:
+            open_workspace(ws)
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_one, args=(ws,)) for ws in workspaces]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    for ws in workspaces:
+        assert (alembic_revision(ws), user_version(ws)) == (HEAD, 2)
+        assert _count(ws, "SELECT count(*) FROM mem_tree_chunk_embeddings") == 92
