@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,24 @@ def test_close_inside_a_checkout_waits_for_checkin(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.ProgrammingError):
         conn.execute("SELECT 1")
     assert os.path.exists(tmp_path / "chunks.db")
+
+
+def test_interpreter_exit_closes_the_connection(workspace: Path) -> None:
+    code = """
+import atexit, sys
+
+def report():  # registered first, so it runs after the library's own exit hook
+    from tinycortex_sa import registry, db_path_for
+    handle = registry.existing_handle(db_path_for(sys.argv[1]))
+    print("closed" if handle is not None and handle.conn is None else "still open")
+
+atexit.register(report)
+import tinycortex_sa
+engine = tinycortex_sa.create_engine(sys.argv[1])
+with engine.connect() as conn:
+    conn.exec_driver_sql("SELECT 1")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(workspace)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "closed"
