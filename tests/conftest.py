@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from schema_helpers import copy_fixture, fixtures_root
 
 from tinycortex_sa import api, registry
 
-
-def _find_fixtures() -> Path:
-    # CI clones the repo next to a copy of shared/; developers have it at ../shared
-    for base in (Path(__file__).resolve().parents[1].parent, Path.cwd().parent):
-        candidate = base / "shared" / "fixtures"
-        if candidate.is_dir():
-            return candidate
-    raise RuntimeError("cannot find ../shared/fixtures beside the repository")
+__all__ = ["copy_fixture"]
 
 
 @pytest.fixture(autouse=True)
@@ -43,13 +36,4 @@ def workspace(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fixtures_dir() -> Path:
-    return _find_fixtures()
-
-
-def copy_fixture(name: str, dest: Path) -> Path:
-    """Copy the read-only fixture workspace ``name`` to ``dest`` and return it."""
-    src = _find_fixtures() / name
-    shutil.copytree(src, dest, copy_function=shutil.copy)
-    for p in [dest, *dest.rglob("*")]:
-        p.chmod(0o700 if p.is_dir() else 0o600)
-    return dest
+    return fixtures_root()
