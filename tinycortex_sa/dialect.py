@@ -29,6 +29,8 @@ from .errors import OptionError
 from .pool import TinyCortexPool
 
 BEGIN_MODES = {"immediate": "BEGIN IMMEDIATE", "deferred": "BEGIN DEFERRED", "exclusive": "BEGIN EXCLUSIVE"}
+#: ``FileHandle.begin_mode`` (upper case) to its statement, built once rather than at every BEGIN.
+_BEGIN_SQL = {mode.upper(): sql for mode, sql in BEGIN_MODES.items()}
 
 
 class BeginCharacteristic(ConnectionCharacteristic):
@@ -144,7 +146,7 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
 
     def do_begin(self, dbapi_connection: Any) -> None:
         handle = self.tinycortex_handle
-        dbapi_connection.execute("BEGIN IMMEDIATE" if handle is None else f"BEGIN {handle.begin_mode}")
+        dbapi_connection.execute("BEGIN IMMEDIATE" if handle is None else _BEGIN_SQL[handle.begin_mode])
 
     def get_foreign_keys(
         self, connection: Any, table_name: str, schema: str | None = None, **kw: Any

@@ -1,0 +1,61 @@
+"""The benchmark keeps working: one ``--quick`` run produces every row, target and the docs page.
+
+No timing is asserted: benchmarks are never timed assertions in the test suite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+#: Every row issue 5 asks for, by key (see tinycortex_sa/bench_*.py).
+EXPECTED_ROWS = {
+    # reads: floor, lock, transaction cost, open per call
+    "raw", "raw_lock", "raw_begin", "open_per_call",
+    # SQLAlchemy pools with the same pragmas: plain pysqlite, BEGIN recipe, raw checkout
+    "qp_plain", "qp_begin", "qp_checkout", "sp_plain", "sp_begin", "sp_checkout",
+    "stp_plain", "stp_begin", "stp_checkout", "sp_tc_dialect",
+    "qp_session_plain", "qp_session_begin",
+    # tinycortex_sa
+    "tc_with_connection", "tc_connect", "tc_checkout", "tc_session", "tc_refusal",
+    # writes
+    "bulk_raw", "bulk_raw_prebuilt", "bulk_core", "bulk_driver", "bulk_orm", "bulk_orm_uow",
+    "bulk_qp_core", "bulk_qp_orm_uow",
+    "tx_raw", "tx_with_connection", "tx_core", "tx_orm", "tx_qp_core",
+    # threads
+    *(f"threads{n}_{k}" for n in (1, 2, 4, 8) for k in ("raw", "with_connection", "engine")),
+    # cold start and scale
+    "first_raw", "first_with_connection", "first_engine", "first_sa_recipe", "create_raw",
+    "create_with_connection",
+    "scale_raw", "scale_with_connection", "scale_engine",
+}  # fmt: skip
+
+
+def test_quick_run_produces_every_row_and_target(tmp_path: Path) -> None:
+    docs, out = tmp_path / "performance.md", tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "tinycortex_sa.bench", "--quick", "--dir", str(tmp_path),
+         "--write-docs", str(docs), "--json", str(out)],
+        capture_output=True, text=True, timeout=110, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    rows = {row["key"]: row for row in result["rows"]}
+    assert set(rows) == EXPECTED_ROWS
+    for row in rows.values():
+        assert math.isfinite(row["us"]) and row["us"] > 0, row
+        assert math.isfinite(row["ratio"]), row
+        assert row["label"] in done.stdout  # printed in the table
+    assert [t["item"] for t in result["targets"]] == [3, 4, 5, 6, 6, 7, 7, 8]
+    assert all(math.isfinite(t["ratio"]) for t in result["targets"])
+    assert "Targets (issue 5)" in done.stdout
+    page = docs.read_text()
+    for heading in ("# Performance", "## Machine", "## Targets", "## Method", "## Results"):
+        assert heading in page
+    for fact in ("| Python |", "| SQLite |", "| SQLAlchemy |", "| CPU |", "| nproc |"):
+        assert fact in page
+    assert "Quick run" in page
+    assert not any(p.name.startswith("tinycortex-bench-") for p in tmp_path.iterdir())  # cleaned up
