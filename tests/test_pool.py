@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 import tinycortex_sa
@@ -46,3 +49,18 @@ def test_connect_events_fire_once_per_new_connection(workspace: Path) -> None:
         with engine.connect():
             pass
     assert len(connects) == 1
+
+
+def test_pool_wide_invalidation_reopens_the_shared_connection(workspace: Path) -> None:
+    engine = tinycortex_sa.create_engine(workspace)
+    with engine.connect() as conn:
+        first = conn.connection.dbapi_connection
+    # what SQLAlchemy does after a disconnect error: every older record is recycled at checkout
+    engine.pool._invalidate_time = time.time() + 60
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        second = conn.connection.dbapi_connection
+    assert second is not first
+    with pytest.raises(sqlite3.ProgrammingError):
+        first.execute("SELECT 1")  # SQLAlchemy closed the old one through the handle
+    assert tinycortex_sa.with_connection(workspace, lambda c: c) is second

@@ -140,8 +140,13 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
 
     def connect(self, *cargs: Any, **cparams: Any) -> DBAPIConnection:
         """The pool's creator: hand over the connection the handle already opened."""
-        conn = self._borrowed if self._borrowed is not None else self.tinycortex_handle.conn  # type: ignore[union-attr]
-        assert conn is not None, "the handle opens the connection before the pool asks for it"
+        if self._borrowed is not None:
+            return self._borrowed  # type: ignore[return-value]
+        handle = self.tinycortex_handle
+        assert handle is not None and handle.held_by_current_thread, "called inside the pool's checkout"
+        # SQLAlchemy recycling a record (pool-wide invalidation) closed the old connection through
+        # the pool: open the file's next one, as checkout would have
+        conn = handle.conn if handle.conn is not None else handle._open()
         return conn  # type: ignore[return-value]
 
     def do_begin(self, dbapi_connection: Any) -> None:
