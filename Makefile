@@ -57,7 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tinycortex_sa.bench --write-docs docs/performance.md
 
 reliability: $(STAMP)
-	$(BIN)/python -m pytest -q tests/reliability --full
+	$(BIN)/python -m tests.reliability --full
 
 clean:
 	rm -rf $(VENV) $(LOWEST) demo-workspace build dist *.egg-info

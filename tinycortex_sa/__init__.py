@@ -10,6 +10,7 @@ from .errors import (
     CircuitOpenError,
     CorruptDatabaseError,
     DatabaseBusyError,
+    DiskFullError,
     ForkedInUseError,
     JournalModeBusyError,
     NestedCheckoutError,
@@ -20,6 +21,7 @@ from .errors import (
     TinyCortexError,
 )
 from .options import Options
+from .sql_errors import StatementBusyError, StatementDiskFullError
 
 __all__ = [
     "BreakerState",
@@ -28,6 +30,7 @@ __all__ = [
     "CircuitOpenError",
     "CorruptDatabaseError",
     "DatabaseBusyError",
+    "DiskFullError",
     "ForkedInUseError",
     "JournalModeBusyError",
     "NestedCheckoutError",
@@ -36,6 +39,8 @@ __all__ = [
     "OptionError",
     "Options",
     "PragmaError",
+    "StatementBusyError",
+    "StatementDiskFullError",
     "TinyCortexError",
     "breaker_state",
     "create_engine",

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import registry as _dialects
 
 from . import options as opts
-from . import registry
+from . import recovery, registry
 from .breaker import BreakerState
 
 # The same dialect the "sqlalchemy.dialects" entry point names, registered directly so that the
@@ -66,6 +66,10 @@ def with_connection(workspace: Workspace, fn: Callable[[sqlite3.Connection], T],
     conn = handle.checkout(explicit.get("checkout_timeout", handle.options.checkout_timeout))
     try:
         return fn(conn)
+    except sqlite3.DatabaseError as err:
+        if recovery.is_corruption(err):
+            handle.suspect_corruption()  # the next open confirms with quick_check and quarantines
+        raise
     finally:
         handle.checkin()
 

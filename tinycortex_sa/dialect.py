@@ -24,7 +24,7 @@ from sqlalchemy.engine.interfaces import ConnectArgsType, DBAPIConnection, Diale
 from sqlalchemy.pool import Pool, StaticPool
 
 from . import options as opts
-from . import reflection, registry
+from . import reflection, registry, sql_errors
 from .errors import OptionError
 from .pool import TinyCortexPool
 
@@ -110,6 +110,7 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
                 "sqlite+tinycortex engines use their own pool (one shared connection per file); "
                 "do not pass poolclass= or pool= to create_engine"
             )
+        sa.event.listen(engine, "handle_error", sql_errors.explain)
 
     def create_connect_args(self, url: URL) -> ConnectArgsType:
         if self._borrowed is not None:

@@ -50,13 +50,23 @@ class CircuitOpenError(CheckoutError):
 class OpenError(TinyCortexError):
     """The database file could not be opened or initialised."""
 
-    def __init__(self, message: str, *, path: Path) -> None:
-        super().__init__(message)
-        self.path = path
+    path: Path
+    """The database file."""
+
+    def __init__(self, *args: object, path: Path | None = None) -> None:
+        # positional arguments pass through: the statement errors of sql_errors also
+        # derive from SQLAlchemy's OperationalError, whose __init__ chain reaches here
+        super().__init__(*args)
+        if path is not None:
+            self.path = path
 
 
 class DatabaseBusyError(OpenError):
     """Another process holds the database; retrying later is expected to work."""
+
+
+class DiskFullError(OpenError):
+    """A write failed because the disk is full or a file-size limit was reached."""
 
 
 class PragmaError(OpenError):

@@ -9,6 +9,7 @@ unknown name or an unusable value raises :class:`OptionError` naming it.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +51,16 @@ ENGINE_SCOPED = frozenset({"checkout_timeout"})
 #: Options fixed by the first caller for a file (see docs/options.md).
 FILE_SCOPED = frozenset(f.name for f in dataclasses.fields(Options)) - ENGINE_SCOPED
 
+#: SQLite keeps busy_timeout in a C int; larger counts are refused here, not at the first open.
+INT32_MAX = 2**31 - 1
+#: A vector of this many float32 values already takes 64 MiB.
+MAX_EMBEDDING_DIM = 2**24
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _int(name: str, value: object, minimum: int) -> int:
+def _int(name: str, value: object, minimum: int, maximum: int = INT32_MAX) -> int:
     if isinstance(value, bool):
         raise OptionError(f"option {name!r} must be an integer, got {value!r}")
     if isinstance(value, str):
@@ -64,8 +70,8 @@ def _int(name: str, value: object, minimum: int) -> int:
             raise OptionError(f"option {name!r} must be an integer, got {value!r}") from None
     if not isinstance(value, int):
         raise OptionError(f"option {name!r} must be an integer, got {value!r}")
-    if value < minimum:
-        raise OptionError(f"option {name!r} must be at least {minimum}, got {value!r}")
+    if not minimum <= value <= maximum:
+        raise OptionError(f"option {name!r} must be from {minimum} to {maximum}, got {value!r}")
     return value
 
 
@@ -77,8 +83,11 @@ def _float(name: str, value: object) -> float:
             value = float(value.strip())
         except ValueError:
             raise OptionError(f"option {name!r} must be a number of seconds, got {value!r}") from None
-    if not isinstance(value, (int, float)) or value != value or value < 0:
-        raise OptionError(f"option {name!r} must be a number of seconds >= 0, got {value!r}")
+    if not isinstance(value, (int, float)) or not 0 <= value <= threading.TIMEOUT_MAX:
+        raise OptionError(
+            f"option {name!r} must be a finite number of seconds from 0 to {threading.TIMEOUT_MAX:g}, "
+            f"got {value!r}"
+        )
     return float(value)
 
 
@@ -121,7 +130,7 @@ _CONVERTERS: dict[str, Callable[[str, object], Any]] = {
     "auto_migrate": _bool,
     "content_root": _path,
     "embedding_model": _model,
-    "embedding_dim": lambda n, v: _int(n, v, 1),
+    "embedding_dim": lambda n, v: _int(n, v, 1, MAX_EMBEDDING_DIM),
 }
 
 

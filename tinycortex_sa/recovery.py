@@ -16,10 +16,13 @@ Rules (from the on-disk contract):
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import resource
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +30,7 @@ from pathlib import Path
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_none
 
 from . import pragmas
-from .errors import CorruptDatabaseError, DatabaseBusyError, OpenError, TinyCortexError
+from .errors import CorruptDatabaseError, DatabaseBusyError, DiskFullError, OpenError, TinyCortexError
 from .options import Options
 
 log = logging.getLogger("tinycortex_sa")
@@ -38,6 +41,8 @@ Initialiser = Callable[[sqlite3.Connection, Path, Options], None]
 IO_OPEN_CODES = frozenset({14, 1546, 4618, 4874, 5386, 8714})
 IO_OPEN_MESSAGES = ("disk i/o error", "unable to open database file")
 CORRUPT_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+#: IOERR_WRITE, IOERR_FSYNC, IOERR_TRUNCATE: what a full disk or a file-size limit (EFBIG) gives
+WRITE_FAILURE_CODES = frozenset({778, 1034, 1546})
 BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (and their extended codes, low byte)
 SIDE_SUFFIXES = ("-journal", "-wal", "-shm")
 
@@ -75,14 +80,94 @@ def side_files(path: Path) -> list[Path]:
     return [p for p in (path.with_name(path.name + s) for s in SIDE_SUFFIXES) if p.exists()]
 
 
+WAL_HEADER_MODE = 2
+"""Bytes 18 and 19 of the database header: 2 in WAL mode, 1 with a rollback journal."""
+
+
+def stale_wal_reason(path: Path) -> str | None:
+    """Why the non-empty ``-wal`` beside ``path`` must not be read by SQLite, or None.
+
+    SQLite reads a ``-wal`` it finds beside any database whose file is not
+    empty, whatever the header says, and deletes one beside an empty file.
+    But SQLite itself never leaves a ``-wal`` beside a database in rollback
+    mode: leaving WAL mode checkpoints and deletes the ``-wal`` before the
+    header changes.  So a ``-wal`` beside a database whose header says
+    rollback mode (the chunk DB's TRUNCATE) is stale, e.g. left over when the
+    file was restored or synced without it: replaying it would overwrite
+    pages with older versions and lose everything committed since.
+    """
+    wal = path.with_name(path.name + "-wal")
+    try:
+        if wal.stat().st_size == 0:
+            return None
+    except FileNotFoundError:
+        return None
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except FileNotFoundError:
+        header = b""
+    if not header:
+        return "the database file is missing or empty, and SQLite would delete the -wal"
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        return None  # not a database: the corruption path quarantines it with its side files
+    if header[18] == WAL_HEADER_MODE or header[19] == WAL_HEADER_MODE:
+        return None  # a WAL database: its -wal holds committed data, fold it in
+    return (
+        "the database header says rollback-journal mode: this -wal was not written for its current contents"
+    )
+
+
+def set_aside_stale_wal(path: Path, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Path | None:
+    """Keep a stale ``-wal`` (and its ``-shm``) aside as ``<name>-wal.stale-<UTC ts>``; return the new name.
+
+    Nothing is deleted and the bytes and mode are kept.  The header is read
+    again after the ``-wal`` was seen, so a database switching into WAL mode
+    meanwhile (header first, then the ``-wal``) is left alone.
+    """
+    reason = stale_wal_reason(path)
+    if reason is None or stale_wal_reason(path) is None:
+        return None
+    stamp = clock().strftime("%Y%m%dT%H%M%SZ")
+    wal = path.with_name(path.name + "-wal")
+    target = wal.with_name(f"{wal.name}.stale-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = wal.with_name(f"{wal.name}.stale-{stamp}-{n}")
+    shm = path.with_name(path.name + "-shm")
+    if shm.exists():
+        os.rename(shm, path.with_name(f"{shm.name}.stale-{stamp}" + ("" if n == 1 else f"-{n}")))
+    os.rename(wal, target)
+    _fsync_dir(path.parent)
+    log.error(
+        "%s: kept a stale -wal aside as %s (%s); opening the database as its file holds it",
+        path,
+        target,
+        reason,
+    )
+    return target
+
+
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def fold_wal(path: Path, busy_timeout_ms: int) -> None:
     """Checkpoint a leftover ``-wal`` into the main file; never delete it.
 
     Raises :class:`DatabaseBusyError` when another process holds the database
-    so that the checkpoint cannot complete.
+    so that the checkpoint cannot complete.  A stale ``-wal`` (see
+    :func:`stale_wal_reason`) is kept aside instead of being folded in.
     """
     wal = path.with_name(path.name + "-wal")
     if not wal.exists() or wal.stat().st_size == 0:
+        return
+    if set_aside_stale_wal(path) is not None:
         return
     try:
         conn = connect(str(path), timeout=busy_timeout_ms / 1000, isolation_level=None)
@@ -107,10 +192,46 @@ def fold_wal(path: Path, busy_timeout_ms: int) -> None:
     log.info("folded leftover %s into %s", wal, path)
 
 
-def quick_check(path: Path, busy_timeout_ms: int) -> str | None:
-    """Return what ``PRAGMA quick_check(1)`` finds wrong with ``path``, or None if healthy."""
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def header_problem(path: Path) -> str | None:
+    """What is wrong with ``path`` that its first bytes already show (not a SQLite file), or None.
+
+    Checked before SQLite opens a file, because SQLite deletes a ``-journal``
+    it finds beside a file it cannot read: a damaged file is then quarantined
+    with its side files exactly as they were.
+    """
     try:
-        conn = connect(str(path), timeout=busy_timeout_ms / 1000, isolation_level=None)
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return None
+    if head and head != SQLITE_MAGIC:
+        return "file is not a database"  # SQLite's own words for SQLITE_NOTADB
+    return None
+
+
+def _not_a_database(path: Path, found: str) -> sqlite3.DatabaseError:
+    err = sqlite3.DatabaseError(f"{path} is damaged: {found}")
+    err.sqlite_errorcode = 26  # SQLITE_NOTADB
+    err.sqlite_errorname = "SQLITE_NOTADB"
+    return err
+
+
+def quick_check(path: Path, busy_timeout_ms: int) -> str | None:
+    """Return what ``PRAGMA quick_check(1)`` finds wrong with ``path``, or None if healthy.
+
+    The header is looked at first; then SQLite checks through a read-only
+    connection, which changes nothing on disk (it neither rolls back nor
+    deletes a ``-journal``).
+    """
+    found = header_problem(path)
+    if found is not None:
+        return found
+    try:
+        uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+        conn = connect(uri, timeout=busy_timeout_ms / 1000, isolation_level=None, uri=True)
         try:
             result = str(conn.execute("PRAGMA quick_check(1)").fetchone()[0])
         finally:
@@ -136,26 +257,54 @@ def quarantine(path: Path, clock: Callable[[], datetime] = lambda: datetime.now(
     for side in side_files(path):
         os.rename(side, target.with_name(target.name + side.name[len(path.name) :]))
     os.rename(path, target)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    _fsync_dir(path.parent)
     return target
 
 
+def _writable(path: Path, mode: int) -> bool:
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)  # pragma: no cover - platforms without effective-id access()
+
+
 def _prepare(path: Path) -> None:
-    """Create the database directory (0700) and an empty database file (0600) if missing."""
+    """Create the database directory (0700) and an empty database file (0600) if missing.
+
+    Then make sure this process can write them: SQLite opens a file it may not
+    write read-only without a word, and the first write would fail later, far
+    from the cause.  The directory must be writable too unless the ``-journal``
+    (which TRUNCATE mode keeps) already exists and is writable.
+    """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
-        return
-    os.close(fd)
+        pass
+    else:
+        os.close(fd)
+    if path.is_dir():
+        return  # SQLite's own refusal is explained by _explain
+    if not _writable(path, os.R_OK | os.W_OK):
+        raise PermissionError(errno.EACCES, "this user may not read and write the database file", str(path))
+    journal = path.with_name(path.name + "-journal")
+    if not (journal.exists() and _writable(journal, os.W_OK)) and not _writable(
+        path.parent, os.W_OK | os.X_OK
+    ):
+        raise PermissionError(
+            errno.EACCES, "this user may not create SQLite's -journal in the directory", str(path.parent)
+        )
+
+
+def _open_prepared(path: Path) -> None:
+    _prepare(path)
+    found = header_problem(path)
+    if found is not None:  # before SQLite sees it, and deletes a -journal beside it
+        raise _not_a_database(path, found)
+    set_aside_stale_wal(path)
 
 
 def _open_once(path: Path, options: Options, initialise: Initialiser) -> sqlite3.Connection:
-    _prepare(path)
+    _open_prepared(path)
     conn = connect(
         str(path),
         timeout=options.busy_timeout / 1000,
@@ -185,12 +334,43 @@ def _open_retrying(
     return retrying(_open_once, path, options, initialise)
 
 
+def busy_message(path: Path, busy_timeout_ms: int, err: BaseException) -> str:
+    """What to say when another process held the file's lock past ``busy_timeout``."""
+    return (
+        f"{path}: another process held a lock for longer than busy_timeout={busy_timeout_ms}ms "
+        f"({err}); retry when it is done, or raise busy_timeout."
+    )
+
+
+def is_write_failure(err: BaseException) -> bool:
+    """SQLITE_FULL, or the I/O errors a full disk or a file-size limit (EFBIG) gives."""
+    code = _code(err)
+    return code is not None and (code & 0xFF == 13 or code in WRITE_FAILURE_CODES)
+
+
+def full_message(path: Path, err: BaseException) -> str:
+    """What to say when a write to ``path`` failed for lack of space (or a file-size limit)."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    limited = (
+        ""
+        if limit == resource.RLIM_INFINITY
+        else f" (this process may write files of at most {limit} bytes: RLIMIT_FSIZE, `ulimit -f`)"
+    )
+    return (
+        f"cannot write {path}: {err} ({getattr(err, 'sqlite_errorname', _code(err))}). The disk is full or a "
+        f"file-size limit was reached{limited}: free space or raise the limit, then retry. SQLite rolled "
+        "the transaction back; nothing was changed."
+    )
+
+
 def _explain(path: Path, options: Options, err: BaseException) -> OpenError:
     code = _code(err)
     if is_busy(err):
-        return DatabaseBusyError(
-            f"{path}: another process held a lock for longer than busy_timeout={options.busy_timeout}ms "
-            f"({err}); retry when it is done, or raise busy_timeout.",
+        return DatabaseBusyError(busy_message(path, options.busy_timeout, err), path=path)
+    if isinstance(err, IsADirectoryError) or (path.is_dir() and not isinstance(err, PermissionError)):
+        return OpenError(
+            f"cannot open {path}: it is a directory, not a database file. Move it away, or point the "
+            "workspace at another directory.",
             path=path,
         )
     if isinstance(err, (FileExistsError, NotADirectoryError)):
@@ -204,10 +384,8 @@ def _explain(path: Path, options: Options, err: BaseException) -> OpenError:
             f"cannot write {path}: {err}. Check the owner and mode of the file and of {path.parent}.",
             path=path,
         )
-    if code is not None and code & 0xFF == 13:
-        return OpenError(f"{path}: the disk is full ({err}); free space and retry.", path=path)
-    if path.is_dir():
-        return OpenError(f"cannot open {path}: it is a directory, not a database file.", path=path)
+    if is_write_failure(err):
+        return DiskFullError(full_message(path, err), path=path)
     return OpenError(
         f"cannot open or initialise {path}: {err}. Check that {path.parent} is a writable "
         "directory and that the file is a TinyCortex chunk DB.",
@@ -220,30 +398,38 @@ def open_initialised(
     options: Options,
     initialise: Initialiser,
     sleep: Callable[[float], None] = time.sleep,
+    verify: bool = False,
 ) -> sqlite3.Connection:
     """Open ``path``, set the pragmas and run ``initialise``, recovering as the contract says.
 
-    Errors are :class:`TinyCortexError` subclasses naming the path and the fix.
+    With ``verify`` (a caller's statement already hit SQLITE_CORRUPT on this
+    file), ``PRAGMA quick_check`` runs before the open, so that damage the open
+    itself would not read is quarantined too.  Errors are
+    :class:`TinyCortexError` subclasses naming the path and the fix.
     """
     try:
         try:
-            return _open_retrying(path, options, initialise, sleep)
-        except sqlite3.DatabaseError as err:
-            if not is_corruption(err):
+            found = quick_check(path, options.busy_timeout) if verify and path.is_file() else None
+            if found is None:
+                return _open_retrying(path, options, initialise, sleep)
+            err: sqlite3.DatabaseError = _not_a_database(path, found)
+        except sqlite3.DatabaseError as raised:
+            if not is_corruption(raised):
                 raise
             found = quick_check(path, options.busy_timeout)
             if found is None:
                 raise
-            if options.on_corrupt == "raise":
-                raise CorruptDatabaseError(
-                    f"{path} is corrupt ({found}); nothing was changed because on_corrupt='raise'. "
-                    "Restore it from a backup, or open it with on_corrupt='quarantine' to keep it "
-                    "aside and start a fresh database.",
-                    path=path,
-                ) from err
-            moved = quarantine(path)
-            log.error("%s is corrupt (%s): kept as %s; building a fresh database", path, found, moved)
-            return _open_retrying(path, options, initialise, sleep)
+            err = raised
+        if options.on_corrupt == "raise":
+            raise CorruptDatabaseError(
+                f"{path} is corrupt ({found}); nothing was changed because on_corrupt='raise'. "
+                "Restore it from a backup, or open it with on_corrupt='quarantine' to keep it "
+                "aside and start a fresh database.",
+                path=path,
+            ) from err
+        moved = quarantine(path)
+        log.error("%s is corrupt (%s): kept as %s; building a fresh database", path, found, moved)
+        return _open_retrying(path, options, initialise, sleep)
     except TinyCortexError:
         raise
     except (sqlite3.Error, OSError) as err:

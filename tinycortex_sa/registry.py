@@ -55,6 +55,10 @@ class FileHandle:
         self._lock = threading.Lock()
         self._owner: int | None = None
         self._forked_in_use = False
+        self._suspect = False
+        """A caller's statement hit SQLITE_CORRUPT: the next open runs quick_check first."""
+        self._fork_unsafe = False
+        """Set just before a fork when SQLite may hold a lock on the file that the fork could not wait out."""
         self._close_pending = False
         self._users: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -95,7 +99,8 @@ class FileHandle:
             )
         if self.conn is None:
             self.breaker.check()  # refuse at once while open, before waiting for the lock
-        if not self._lock.acquire(timeout=timeout):
+        lock = self._lock
+        if not lock.acquire(False) and not lock.acquire(timeout=timeout):  # uncontended: no timed wait
             raise CheckoutTimeoutError(
                 f"{self.path}: another thread held the connection for more than "
                 f"checkout_timeout={timeout:g}s; raise checkout_timeout or shorten that work."
@@ -122,8 +127,10 @@ class FileHandle:
                     self.discard(conn)
             if self._close_pending:
                 self._close_locked()
-        finally:
-            self._release()
+        finally:  # self._release(), inlined: this runs at the end of every checkout
+            self.begin_mode = "IMMEDIATE"
+            self._owner = None
+            self._lock.release()
 
     def _release(self) -> None:
         self.begin_mode = "IMMEDIATE"
@@ -144,7 +151,7 @@ class FileHandle:
         self.breaker.before_attempt()
         self.opens += 1
         try:
-            conn = recovery.open_initialised(self.path, self.options, _initialise)
+            conn = recovery.open_initialised(self.path, self.options, _initialise, verify=self._suspect)
         except DatabaseBusyError:
             self.breaker.record_neutral()
             raise
@@ -155,6 +162,7 @@ class FileHandle:
             self.breaker.record_neutral()
             raise
         self.breaker.record_success()
+        self._suspect = False
         self.conn = conn
         self.generation += 1
         return conn
@@ -185,6 +193,19 @@ class FileHandle:
             self.generation += 1
             conn.close()
 
+    def suspect_corruption(self) -> None:
+        """A statement on this file failed with SQLITE_CORRUPT / SQLITE_NOTADB.
+
+        Damage in pages that opening does not read shows only when a caller
+        reads them.  The connection is closed (at checkin, if this thread holds
+        it) and the next open confirms the damage with ``PRAGMA quick_check``
+        and quarantines the file, under this handle's lock, as at any open.
+        Call it from wherever a caller's statement fails (the dialect's error
+        handling, ``with_connection``).
+        """
+        self._suspect = True
+        self.close()
+
     def discard(self, conn: sqlite3.Connection) -> None:
         """Stop using ``conn`` (closed or broken under us); the next checkout opens afresh."""
         if conn is self.conn:
@@ -211,7 +232,10 @@ class FileHandle:
         me = get_ident()
         held_by_me = self._owner == me
         conn = self.conn
-        self._forked_in_use = conn is not None and conn.in_transaction  # a snapshot of the fork instant
+        # a snapshot of the fork instant: a transaction open, or (seen by _before_fork) a lock
+        # SQLite held for a statement of another thread that the fork could not wait for
+        self._forked_in_use = (conn is not None and conn.in_transaction) or self._fork_unsafe
+        self._fork_unsafe = False
         if conn is not None:
             _keep_forever(conn)
         self.conn = None
@@ -277,22 +301,70 @@ def existing_handle(db_path: str | os.PathLike[str]) -> FileHandle | None:
 
 _fork_quiesced: list[FileHandle] = []
 
+FORK_GRACE = 0.25
+"""Seconds a fork always waits for another thread to check a file's connection in."""
+
+
+def _file_locked_here(path: Path) -> bool | None:
+    """Whether this process holds a POSIX lock on ``path`` now (SQLite's file locks), None if unknown.
+
+    Read from ``/proc/locks`` (Linux); SQLite takes such a lock for every
+    statement that reads or writes, inside a transaction or not.
+    """
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    pid, inode = str(os.getpid()), f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        # "1: POSIX  ADVISORY  READ 4242 fe:00:2154655 1073741826 1073742335" ("->" marks a waiter)
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] != "->" and fields[4] == pid and fields[5] == inode:
+            return True
+    return False
+
+
+def _may_hold_sqlite_lock(handle: FileHandle) -> bool:
+    """Whether SQLite may hold a lock on the handle's file for the thread that holds the handle.
+
+    A transaction (``in_transaction``) is not the only case: a statement that
+    is still being stepped in autocommit mode (``with_connection`` iterating a
+    cursor) holds a SHARED lock too, and so does an open in progress.
+    """
+    conn = handle.conn
+    if conn is not None and conn.in_transaction:
+        return True
+    return _file_locked_here(handle.path) is not False  # unknown platform: assume it may
+
 
 def _before_fork() -> None:
-    # A connection another thread holds inside a transaction would leave SQLite's
-    # in-process lock state "locked" in the child for good: wait (up to the
-    # file's checkout_timeout) for that transaction to end before forking.
+    # A lock SQLite holds for another thread at the fork instant (a transaction, a
+    # statement being stepped, an open in progress) stays "held" in the child's
+    # copy of SQLite's in-process lock table for good: the child's own connection
+    # would then wait busy_timeout and fail, holding the file's write lock the
+    # whole time.  So the fork waits for the thread using the connection to check
+    # it in: briefly in any case (that thread may take a lock at any moment, even
+    # right after a check), and up to the file's checkout_timeout while SQLite
+    # holds a lock for it.  A thread that keeps the connection idle for longer
+    # than the grace period does not delay the fork; one that keeps a lock past
+    # checkout_timeout makes the child refuse the file at once (ForkedInUseError).
     me = get_ident()
     for handle in list(_handles.values()):
+        handle._fork_unsafe = False
         if handle._owner == me:
             continue
         lock = handle._lock
-        if lock.acquire(blocking=False):
+        if lock.acquire(timeout=FORK_GRACE):
             _fork_quiesced.append(handle)
             continue
-        conn = handle.conn
-        if conn is not None and conn.in_transaction and lock.acquire(timeout=handle.options.checkout_timeout):
+        if not _may_hold_sqlite_lock(handle):
+            continue
+        if lock.acquire(timeout=handle.options.checkout_timeout):
             _fork_quiesced.append(handle)
+        else:
+            handle._fork_unsafe = True
 
 
 def _after_fork_in_parent() -> None:
