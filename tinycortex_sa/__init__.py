@@ -21,6 +21,7 @@ from .errors import (
     TinyCortexError,
 )
 from .options import Options
+from .schema_errors import IrreversibleMigrationError, SchemaBehindError, SchemaError, UnknownRevisionError
 from .sql_errors import StatementBusyError, StatementDiskFullError
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "DatabaseBusyError",
     "DiskFullError",
     "ForkedInUseError",
+    "IrreversibleMigrationError",
     "JournalModeBusyError",
     "NestedCheckoutError",
     "OpenError",
@@ -39,9 +41,12 @@ __all__ = [
     "OptionError",
     "Options",
     "PragmaError",
+    "SchemaBehindError",
+    "SchemaError",
     "StatementBusyError",
     "StatementDiskFullError",
     "TinyCortexError",
+    "UnknownRevisionError",
     "breaker_state",
     "create_engine",
     "db_path_for",
