@@ -10,7 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from reliability.common import copy_fixture, run_worker
+from reliability.common import (
+    copy_fixture,
+    run_worker,
+)
 
 from tinycortex_sa import db_path_for
 

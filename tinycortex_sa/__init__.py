@@ -10,6 +10,7 @@ from .errors import (
     CircuitOpenError,
     CorruptDatabaseError,
     DatabaseBusyError,
+    DatabaseMovedError,
     DiskFullError,
     ForkedInUseError,
     JournalModeBusyError,
@@ -22,7 +23,7 @@ from .errors import (
 )
 from .options import Options
 from .schema_errors import IrreversibleMigrationError, SchemaBehindError, SchemaError, UnknownRevisionError
-from .sql_errors import StatementBusyError, StatementDiskFullError
+from .sql_errors import StatementBusyError, StatementDiskFullError, StatementMovedError
 
 __all__ = [
     "BreakerState",
@@ -31,6 +32,7 @@ __all__ = [
     "CircuitOpenError",
     "CorruptDatabaseError",
     "DatabaseBusyError",
+    "DatabaseMovedError",
     "DiskFullError",
     "ForkedInUseError",
     "IrreversibleMigrationError",
@@ -45,6 +47,7 @@ __all__ = [
     "SchemaError",
     "StatementBusyError",
     "StatementDiskFullError",
+    "StatementMovedError",
     "TinyCortexError",
     "UnknownRevisionError",
     "breaker_state",

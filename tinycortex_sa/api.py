@@ -69,6 +69,8 @@ def with_connection(workspace: Workspace, fn: Callable[[sqlite3.Connection], T],
     except sqlite3.DatabaseError as err:
         if recovery.is_corruption(err):
             handle.suspect_corruption()  # the next open confirms with quick_check and quarantines
+        elif recovery.is_moved(err):
+            handle.close()  # renamed under us: the next call opens the file now at the path
         raise
     finally:
         handle.checkin()

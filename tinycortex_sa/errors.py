@@ -34,6 +34,10 @@ class CheckoutTimeoutError(CheckoutError):
     """Another thread held the connection for longer than ``checkout_timeout``."""
 
 
+class DatabaseMovedError(TinyCortexError):
+    """The file was renamed or replaced while open (e.g. quarantined by another process)."""
+
+
 class ForkedInUseError(CheckoutError):
     """This process was forked while the parent was using the file's connection."""
 

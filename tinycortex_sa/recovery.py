@@ -70,6 +70,20 @@ def is_corruption(err: BaseException) -> bool:
     return isinstance(err, sqlite3.DatabaseError) and code is not None and code & 0xFF in CORRUPT_CODES
 
 
+def is_moved(err: BaseException) -> bool:
+    """SQLITE_READONLY_DBMOVED: the file was renamed or replaced under an open connection."""
+    return _code(err) == 1032
+
+
+def moved_message(path: Path) -> str:
+    """What to say when a write found the open file renamed or replaced."""
+    return (
+        f"{path} was renamed or replaced while this process had it open (another process quarantined "
+        "it as corrupt, or it was restored from a backup). SQLite refused the write, so nothing went "
+        "into the moved file; the next call opens the database now at that path."
+    )
+
+
 def is_busy(err: BaseException) -> bool:
     code = _code(err)
     return isinstance(err, sqlite3.Error) and code is not None and code & 0xFF in BUSY_CODES

@@ -6,7 +6,9 @@ After ``busy_timeout`` SQLite answers "database is locked", and a full disk
 *also* tinycortex_sa errors and name the file and what to do, so code that
 catches either type keeps working.  A statement that hits a damaged page marks
 the file suspect: the connection is closed at checkin and the next open
-confirms the damage with ``quick_check`` and quarantines the file.
+confirms the damage with ``quick_check`` and quarantines the file.  A write
+that finds the file renamed under it (another process quarantined it) closes
+the connection, so that the next call opens the file now at the path.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from . import recovery
-from .errors import DatabaseBusyError, DiskFullError
+from .errors import DatabaseBusyError, DatabaseMovedError, DiskFullError
 
 
 class _Explained(OperationalError):
@@ -48,6 +50,10 @@ class StatementDiskFullError(_Explained, DiskFullError):
     """The caller's write failed because the disk is full or a file-size limit was reached."""
 
 
+class StatementMovedError(_Explained, DatabaseMovedError):
+    """The caller's write found the file renamed or replaced under the open connection."""
+
+
 def explain(context: ExceptionContext) -> BaseException | None:
     """The engine's ``handle_error`` listener: explain busy and full-disk errors, flag damage."""
     orig = context.original_exception
@@ -58,6 +64,9 @@ def explain(context: ExceptionContext) -> BaseException | None:
     if recovery.is_corruption(orig):
         handle.suspect_corruption()
         return None
+    if recovery.is_moved(orig):
+        handle.close()  # at checkin: the next checkout opens the file now at the path
+        return StatementMovedError.wrap(err, orig, handle.path, recovery.moved_message(handle.path))
     if recovery.is_busy(orig):
         message = recovery.busy_message(handle.path, handle.options.busy_timeout, orig)
         return StatementBusyError.wrap(err, orig, handle.path, message)

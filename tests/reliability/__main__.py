@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     gaps = [(r.name, g) for r in results for g in r.gaps]
     if gaps:
-        print("Known gaps (code owned elsewhere; the fix each needs is in docs/reliability.md):")
+        print("Known gaps (left as they are; docs/reliability.md says why, and the fix each needs):")
         seen = set()
         for name, gap in gaps:
             fix = gap.rsplit(" -- ", 1)[-1]

@@ -13,7 +13,9 @@ Migration: a copy of the legacy fixture is opened by a worker (running the
 automatic upgrade) and killed at a random moment of it.  Afterwards the
 database is, by schema, rows and ``user_version``, either exactly the original
 or exactly the fully migrated reference; then opening it again completes the
-upgrade to the reference.
+upgrade to the reference, content folders included.  A kill after revision
+0005 removed the retired summary folders but before its commit leaves the
+database as it was and the folders gone (known gap 5: the contract's order).
 """
 
 from __future__ import annotations
@@ -24,30 +26,25 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import tinycortex_sa
 from tinycortex_sa import db_path_for
 
-from .common import TOKEN, Context, LineReader, Result, check_logs, copy_fixture, forget, worker_cmd
-
-
-def _state(path: Path) -> dict[str, Any]:
-    """The logical state of a chunk DB: schema, every row, user_version (read by plain sqlite3)."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        master = sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall())
-        tables = [row[1] for row in master if row[0] == "table" and not row[1].startswith("sqlite_")]
-        rows = {}
-        for t in tables:
-            # the sidecars' created_at is "now" at migration time: compare everything else
-            cols = [r[1] for r in conn.execute(f'PRAGMA table_info("{t}")') if r[1] != "created_at"]
-            select = ", ".join(f'"{c}"' for c in cols)
-            rows[t] = sorted(map(repr, conn.execute(f'SELECT {select} FROM "{t}"').fetchall()))
-        user_version = conn.execute("PRAGMA user_version").fetchone()[0]
-        return {"master": master, "rows": rows, "user_version": user_version}
-    finally:
-        conn.close()
+from .common import (
+    GAP5,
+    TOKEN,
+    Context,
+    LineReader,
+    Result,
+    check_logs,
+    content_dir,
+    copy_fixture,
+    forget,
+    tree_changes,
+    tree_state,
+    worker_cmd,
+)
+from .common import db_state as _state
 
 
 def _verify(ws: Path, committed: dict[int, tuple[int, int]], result: Result, trial: str) -> None:
@@ -153,6 +150,7 @@ def migration_trials(ctx: Context, result: Result, trials: int) -> None:
     tinycortex_sa.with_connection(reference_ws, lambda c: None)
     forget(reference_ws)
     migrated = _state(db_path_for(reference_ws))
+    migrated_content = tree_state(content_dir(reference_ws))
     if original == migrated:
         result.problem("the legacy fixture does not change when migrated: the migration trials prove nothing")
         return
@@ -212,6 +210,12 @@ def migration_trials(ctx: Context, result: Result, trials: int) -> None:
             forget(ws)
         if _state(path) != migrated:
             result.problem(f"migration trial {t}: re-opening did not complete the upgrade")
+        content_left = tree_changes(migrated_content, tree_state(content_dir(ws)))
+        if content_left:
+            result.problem(
+                f"migration trial {t}: after re-opening the content folders are not the migrated "
+                f"reference's: {content_left[:3]}"
+            )
         if sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] != "ok":
             result.problem(f"migration trial {t}: integrity_check failed")
     result.notes.append(
@@ -219,10 +223,10 @@ def migration_trials(ctx: Context, result: Result, trials: int) -> None:
         f"as before, {outcomes['migrated']} fully migrated, 0 in between"
     )
     if folders_gone_before:
-        result.notes.append(
-            f"{folders_gone_before} kill(s) landed after revision 0005 removed the retired summary "
-            "folders but before its commit: DB as before, folders already gone (the contract's order; "
-            "the next open finishes)"
+        result.gaps.append(
+            f"{folders_gone_before} of {trials} migration kill(s) landed after revision 0005 removed the "
+            "retired summary folders but before its commit: DB exactly as before, folders already gone; "
+            f"re-opening reached the migrated reference (DB and content folders) every time -- {GAP5}"
         )
     check_logs(result, log.read_text().splitlines() if log.exists() else [])
 

@@ -21,6 +21,17 @@ a caller was told had committed) is in the live file; a corrupt file is kept
 under ``<name>.corrupt-<UTC ts>`` with its bytes and mode intact (and its side
 files beside it); a stale ``-wal`` is kept aside with its bytes intact;
 nothing was written into a renamed file; the fresh file is 0600.
+
+Damaged pages the first open does not read are found by a statement that
+reads them: an arriving caller's, or else a read of every table made
+afterwards through tinycortex_sa (an engine or ``with_connection``,
+alternately).  That caller gets SQLite's "malformed" error and the next open
+confirms the damage with ``quick_check`` and quarantines the file, bytes
+intact as the last write left them; writes acknowledged before the damage was
+found are in the quarantined file (looked up by id), never lost and never in
+both files.  Another process that had the file open (and wrote) while this
+one found the damage then writes twice: the first may fail, naming the file,
+the second must land in the live file (known gap 7 until it does).
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ import stat
 import subprocess
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +56,7 @@ import tinycortex_sa
 from tinycortex_sa import db_path_for, models
 
 from .common import (
+    GAP7,
     INSERT_CHUNK,
     TOKEN,
     Context,
@@ -161,6 +174,8 @@ def _damage(ctx: Context, kind: str, ws: Path, rng: Any, result: Result) -> dict
             conn.execute(INSERT_CHUNK, chunk_row(f"after-wal-{i}", TOKEN, source="after"))
         conn.close()
         info["committed"] = _ids(path)
+        info["since"] = {i for i in info["committed"] if i.startswith("chunk-after-wal-")}
+        info["plain_sqlite"] = _replayed_by_plain_sqlite(path, stale, info["since"])
         os.rename(stale, path.with_name("chunks.db-wal"))
         info["wal_sha"] = sha256(path.with_name("chunks.db-wal"))
     elif kind == "empty-with-wal":
@@ -174,6 +189,35 @@ def _damage(ctx: Context, kind: str, ws: Path, rng: Any, result: Result) -> dict
         info["wal_sha"] = sha256(path.with_name("chunks.db-wal"))
         info["committed"] = set()
     return info
+
+
+def _replayed_by_plain_sqlite(path: Path, stale_wal: Path, since: set[str]) -> dict[str, Any]:
+    """What SQLite alone does with the stale ``-wal``: open a copy of the files with sqlite3 and read.
+
+    Returns how many of the rows committed ``since`` the WAL period it lost (or
+    the error if it found the mixture malformed), and whether that was made
+    permanent: on close SQLite checkpointed the stale pages into the file and
+    deleted the ``-wal``, so the file alone no longer holds the rows either.
+    """
+    probe = path.parent / "plain-sqlite-probe"
+    probe.mkdir()
+    copy = probe / path.name
+    try:
+        shutil.copy2(path, copy)
+        shutil.copy2(stale_wal, probe / (path.name + "-wal"))
+        found: dict[str, Any] = {"since": len(since), "lost": None, "malformed": None, "permanent": False}
+        try:
+            found["lost"] = len(since - _ids(copy))
+        except sqlite3.DatabaseError as err:
+            found["malformed"] = str(err)
+        if not (probe / (path.name + "-wal")).exists():
+            try:
+                found["permanent"] = bool(since - _ids(copy))
+            except sqlite3.DatabaseError:
+                found["permanent"] = True
+        return found
+    finally:
+        shutil.rmtree(probe)
 
 
 def _arrive(ctx: Context, ws: Path, tag: str, log: Path) -> tuple[list[str], list[str]]:
@@ -247,6 +291,8 @@ def run(ctx: Context) -> Result:
     base, _ = _base(ctx)
     per_kind = ctx.n(1, 8)
     outcomes: dict[str, dict[str, int]] = {k: {} for k in KINDS}
+    stale_wal_measure: list[dict[str, Any]] = []
+    kept_writes: dict[str, list[int]] = {k: [] for k in CORRUPT}
     log = ctx.tmp / "damaged.log"
     for kind in KINDS:
         for t in range(per_kind):
@@ -262,17 +308,32 @@ def run(ctx: Context) -> Result:
             result.trials += 1
             result.faults += 1
             committed, errors = _arrive(ctx, ws, f"{kind}{t}", log)
-            after = sorted(p.name for p in directory.iterdir())
-            moved = [n for n in after if ".corrupt-" in n and not n.endswith(("-journal", "-wal", "-shm"))]
-            stale = [n for n in after if n.startswith("chunks.db-wal.stale-")]
-            outcome = "quarantined" if moved else "stale -wal kept aside" if stale else "opened in place"
+            stale = [
+                n for n in sorted(p.name for p in directory.iterdir()) if n.startswith("chunks.db-wal.stale-")
+            ]
             where = f"{kind} #{t}"
-            # every write a caller was told had committed is in the live file
+            kept: set[str] = set()
+            if kind in CORRUPT:
+                outcome, moved, kept, errors = _corrupt_outcome(
+                    result, where, ws, before, committed, errors, via=("engine", "with_connection")[t % 2]
+                )
+                if kept:
+                    kept_writes[kind].append(len(kept))
+            else:
+                moved = _moved(directory)
+                outcome = "stale -wal kept aside" if stale else "opened in place"
+            # every write a caller was told had committed is in the live file (or, written before the damage
+            # was found, kept with the quarantined file, checked by _corrupt_outcome)
             live = _ids(path) if path.exists() else set()
-            missing_writes = [c for c in committed if c not in live]
+            missing_writes = [c for c in committed if c not in live and c not in kept]
             if missing_writes:
                 result.lost += len(missing_writes)
-                result.problem(f"{where}: {len(missing_writes)} acknowledged writes are not in the live file")
+                result.problem(
+                    f"{where}: {len(missing_writes)} acknowledged writes are neither in the live file nor in "
+                    f"the quarantined one, e.g. {missing_writes[:3]}"
+                )
+            doubled = sorted(kept & live)
+            result.check(not doubled, f"{where}: acknowledged writes in both files: {doubled[:3]}")
             # every row committed before the damage is still there (where the damage left it readable)
             gone = info["committed"] - live
             if gone:
@@ -280,53 +341,7 @@ def run(ctx: Context) -> Result:
                 result.problem(
                     f"{where}: {len(gone)} rows committed before the damage are gone, e.g. {sorted(gone)[:3]}"
                 )
-            if kind in CORRUPT:
-                if not moved:
-                    # the open did not read the damaged pages: does anything?
-                    damaged_found_later = any("malformed" in e or "corrupt" in e.lower() for e in errors)
-                    read_error = _read_everything(path)
-                    latent = _count(path, "PRAGMA quick_check")
-                    if damaged_found_later or read_error:
-                        outcome = "found only when a caller read it (not quarantined)"
-                        result.gaps.append(
-                            f"{where}: damage in pages {info.get('pages')} reached a caller as "
-                            f"{(read_error or 'malformed')[:80]!r} and the file was not quarantined -- "
-                            "dialect.py / api.py: call FileHandle.suspect_corruption() when a caller's "
-                            "statement fails with SQLITE_CORRUPT/NOTADB, so the next open quick_checks and "
-                            "quarantines it "
-                            "(see docs/reliability.md)"
-                        )
-                        errors = [e for e in errors if not ("malformed" in e or "corrupt" in e.lower())]
-                    elif latent != "ok":
-                        outcome = "latent: quick_check finds it, no read hit it (not quarantined)"
-                    else:
-                        outcome = "harmless: no read and no quick_check finds it"
-                else:
-                    result.check(len(moved) == 1, f"{where}: quarantined {len(moved)} times: {moved}")
-                    q = directory / moved[0]
-                    result.check(
-                        sha256(q) == before["chunks.db"][0], f"{where}: the quarantined file's bytes changed"
-                    )
-                    result.check(
-                        stat.S_IMODE(q.stat().st_mode) == before["chunks.db"][1],
-                        f"{where}: the quarantined copy lost its mode",
-                    )
-                    for side, (digest, _) in before.items():
-                        if side.startswith("chunks.db-"):
-                            kept = directory / (moved[0] + side[len("chunks.db") :])
-                            result.check(
-                                kept.exists() and sha256(kept) == digest,
-                                f"{where}: side file {side} not kept intact",
-                            )
-                    result.check(
-                        stat.S_IMODE(path.stat().st_mode) == 0o600, f"{where}: the fresh file is not 0600"
-                    )
-                    for e in errors:
-                        result.problem(f"{where}: a caller failed during recovery: {e}")
-                if not moved:
-                    for e in errors:
-                        result.problem(f"{where}: {e}")
-            else:
+            if kind not in CORRUPT:
                 for e in errors:
                     result.problem(f"{where}: a caller failed: {e}")
                 result.check(not moved, f"{where}: a healthy file was quarantined: {moved}")
@@ -344,12 +359,14 @@ def run(ctx: Context) -> Result:
                         not path.with_name("chunks.db-wal").exists(), f"{where}: the -wal was not folded in"
                     )
                 if kind in ("stale-wal", "empty-with-wal"):
-                    result.check(len(stale) == 1, f"{where}: the stale -wal was not kept aside ({after})")
+                    result.check(len(stale) == 1, f"{where}: the stale -wal was not kept aside ({stale})")
                     if stale:
                         result.check(
                             sha256(directory / stale[0]) == info["wal_sha"],
                             f"{where}: the stale -wal's bytes changed",
                         )
+                if kind == "stale-wal":
+                    stale_wal_measure.append(info["plain_sqlite"])
             if path.exists():
                 check = _count(path, "PRAGMA integrity_check")
                 if check != "ok" and not (kind in CORRUPT and not moved):
@@ -358,22 +375,249 @@ def run(ctx: Context) -> Result:
             forget(ws)
     for kind, counts in outcomes.items():
         result.notes.append(f"{kind}: " + ", ".join(f"{n} {o}" for o, n in sorted(counts.items())))
+    for kind, kept_counts in kept_writes.items():
+        if kept_counts:
+            result.notes.append(
+                f"{kind}: in {len(kept_counts)} trial(s), {sum(kept_counts)} acknowledged writes made before "
+                "the damage was found went into the damaged file and were kept with it in quarantine "
+                "(found there by their id)"
+            )
+    if stale_wal_measure:
+        silent = [m for m in stale_wal_measure if m["lost"]]
+        malformed = [m for m in stale_wal_measure if m["malformed"]]
+        result.notes.append(
+            "stale-wal, what plain SQLite does with the same files (a copy opened and read by sqlite3 "
+            f"beside the stale -wal), {len(stale_wal_measure)} trials: {len(silent)} silently lost "
+            f"{sum(m['lost'] for m in silent)} of the {sum(m['since'] for m in silent)} rows committed after "
+            f"the WAL period, {len(malformed)} found the result malformed, "
+            f"{len(stale_wal_measure) - len(silent) - len(malformed)} lost nothing; in "
+            f"{sum(1 for m in stale_wal_measure if m['permanent'])} the close checkpointed the stale pages "
+            "into the file and deleted the -wal, so the loss was permanent"
+        )
     check_logs(result, log.read_text().splitlines() if log.exists() else [])
     return result
 
 
-def _read_everything(path: Path) -> str | None:
-    """Read every row of every table, as an application eventually does; the error, if any."""
-    conn = sqlite3.connect(path)
-    try:
+def _moved(directory: Path) -> list[str]:
+    """The quarantined database files in ``directory`` (not their side files)."""
+    return sorted(
+        p.name
+        for p in directory.iterdir()
+        if ".corrupt-" in p.name and not p.name.endswith(("-journal", "-wal", "-shm"))
+    )
+
+
+def _files(directory: Path) -> dict[str, tuple[str, int]]:
+    return {p.name: (sha256(p), stat.S_IMODE(p.stat().st_mode)) for p in directory.iterdir() if p.is_file()}
+
+
+CORRUPT_TEXT = ("malformed", "file is not a database", "corrupt")
+
+
+def _corrupt_outcome(
+    result: Result,
+    where: str,
+    ws: Path,
+    before: dict[str, tuple[str, int]],
+    committed: list[str],
+    errors: list[str],
+    via: str,
+) -> tuple[str, list[str], set[str], list[str]]:
+    """Classify a damaged file's fate after the arrivals, checking every promise on the way.
+
+    Damage the first open reads is quarantined at once.  Damage elsewhere is found
+    when a statement reads it (an arriving caller's, or the full read made here
+    afterwards through ``via``); that statement's caller gets SQLite's "malformed"
+    error, and the next open in that process confirms with ``quick_check`` and
+    quarantines the file.  Returns the outcome, the quarantined files, the
+    acknowledged writes kept with the quarantined file (written before the damage
+    was found), and the errors that are not the documented ones.
+    """
+    path = db_path_for(ws)
+    directory = path.parent
+    found_by_caller = [e for e in errors if any(c in e.lower() for c in CORRUPT_TEXT)]
+    # an arriving process whose connection was open when another one quarantined the file (known gap 7)
+    moved_under = [e for e in errors if "attempt to write a readonly database" in e and _moved(directory)]
+    for e in moved_under:
+        result.gaps.append(f"{where}: an arriving process after the quarantine: {e[:160]} -- {GAP7}")
+    others = [e for e in errors if e not in found_by_caller and e not in moved_under]
+    moved = _moved(directory)
+    reference = before  # what the quarantined file must hold, byte for byte
+    if moved:
+        outcome = (
+            "found by an arriving caller's statement, quarantined at the next open"
+            if found_by_caller
+            else "quarantined at open"
+        )
+    else:
+        # another application process has the file open (and wrote) while this one finds the damage
+        other = Stayer(ws, f"stayer-{where.replace(' #', '-')}")
+        if other.ready:
+            committed.append(other.opened)
+        reference = _files(directory)  # no caller writes from here on, until the quarantine
+        read_error = _read_through_library(ws, via)
+        if read_error is not None and any(c in read_error.lower() for c in CORRUPT_TEXT):
+            try:
+                tinycortex_sa.with_connection(ws, lambda c: None)  # the next open
+            except Exception as err:
+                result.problem(
+                    f"{where}: the open after a read found damage failed: {type(err).__name__}: {err}"
+                )
+            finally:
+                forget(ws)
+            moved = _moved(directory)
+            outcome = f"found by a read ({via}), quarantined at the next open"
+            result.check(
+                moved, f"{where}: a read ({via}) found damage, the next open did not quarantine the file"
+            )
+            if moved and other.ready:
+                _other_process_after_quarantine(result, where, path, other, committed)
+        elif found_by_caller:
+            outcome = "found by an arriving caller's statement, not quarantined"
+            result.problem(f"{where}: a caller's statement found the damage, no open quarantined the file")
+        elif read_error is not None:
+            outcome = f"a read failed without SQLITE_CORRUPT ({read_error[:60]}), not quarantined"
+        elif _count(path, "PRAGMA quick_check") != "ok":
+            outcome = "latent: quick_check finds it, no read hits it (not quarantined)"
+        else:
+            outcome = "harmless: no read and no quick_check finds it"
+        other.close()
+    for e in others:
+        result.problem(f"{where}: a caller failed: {e}")
+    kept: set[str] = set()
+    if not moved:
+        return outcome, moved, kept, others
+    result.check(len(moved) == 1, f"{where}: quarantined {len(moved)} times: {moved}")
+    q = directory / moved[0]
+    live = _ids(path) if path.exists() else set()
+    for key in committed:
+        if key not in live and _holds(q, key):
+            kept.add(key)
+    if reference is not before or not kept:
+        # its bytes and side files are exactly those of the damaged file as the last write left them
+        # (the snapshot after the arrivals, or before them if no write reached it): nothing wrote into it
+        result.check(sha256(q) == reference["chunks.db"][0], f"{where}: the quarantined file's bytes changed")
+        for side, (digest, _) in reference.items():
+            if side.startswith("chunks.db-"):
+                side_kept = directory / (moved[0] + side[len("chunks.db") :])
+                result.check(
+                    side_kept.exists() and sha256(side_kept) == digest,
+                    f"{where}: side file {side} not kept intact",
+                )
+    result.check(
+        stat.S_IMODE(q.stat().st_mode) == before["chunks.db"][1],
+        f"{where}: the quarantined copy lost its mode",
+    )
+    result.check(stat.S_IMODE(path.stat().st_mode) == 0o600, f"{where}: the fresh file is not 0600")
+    return outcome, moved, kept, others
+
+
+class Stayer:
+    """Another process with the file open: it wrote once through an engine and keeps its connection."""
+
+    def __init__(self, ws: Path, name: str) -> None:
+        self.proc = subprocess.Popen(
+            worker_cmd("stayer", ws=str(ws), name=name, token=TOKEN),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        self.reader = LineReader(self.proc)
+        self.ready = self.reader.wait_for(lambda lines: "ready" in lines, 30)
+        self.opened = f"chunk-{name}-open"
+
+    def _reports(self) -> list[str]:
+        return [line for line in self.reader.lines if line.startswith("{")]
+
+    def write(self) -> dict[str, Any]:
+        """One more write through its open engine; its report."""
+        assert self.proc.stdin is not None
+        seen = len(self._reports())
+        self.proc.stdin.write(b"write\n")
+        self.proc.stdin.flush()
+        if not self.reader.wait_for(lambda lines: len(self._reports()) > seen, 30):
+            return {"ok": False, "error": "no answer", "id": None}
+        rep: dict[str, Any] = json.loads(self._reports()[seen])
+        return rep
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _other_process_after_quarantine(
+    result: Result, where: str, path: Path, other: Stayer, committed: list[str]
+) -> None:
+    """The promise for a process that had the file open when this one quarantined it.
+
+    Its writes must never go into the quarantined file (SQLite refuses: the file
+    moved); the first may fail, with an error naming the file, but the next must
+    work and land in the live file.
+    """
+    reports = [other.write(), other.write()]
+    for rep in reports:
+        if rep.get("ok"):
+            committed.append(rep["id"])  # checked against the live file by the caller
+    first, second = reports
+    bare = [r for r in reports if not r.get("ok") and str(path) not in r.get("error", "")]
+    if not second.get("ok") or bare:
+        errors = "; ".join(str(r.get("error", "ok")).split("\n")[0][:120] for r in reports)
+        result.gaps.append(
+            f"{where}: a process that had the file open, after the quarantine: {errors} -- {GAP7}"
+        )
+    elif not first.get("ok"):
+        result.notes.append(
+            f"{where}: the other process's first write after the quarantine: {first['error']}"
+        )
+
+
+def _read_through_library(ws: Path, via: str) -> str | None:
+    """Read every row of every table through tinycortex_sa, as an application eventually does."""
+
+    def read(conn: sqlite3.Connection) -> None:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         for table in tables:
             conn.execute(f'SELECT * FROM "{table}"').fetchall()
+
+    try:
+        if via == "with_connection":
+            tinycortex_sa.with_connection(ws, read)
+        else:
+            engine = tinycortex_sa.create_engine(ws)
+            try:
+                with engine.connect() as conn:
+                    names = conn.exec_driver_sql(
+                        "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    ).scalars()
+                    for table in list(names):
+                        conn.exec_driver_sql(f'SELECT * FROM "{table}"').fetchall()
+            finally:
+                engine.dispose()
         return None
-    except (sqlite3.DatabaseError, UnicodeDecodeError) as err:
+    except (sqlite3.DatabaseError, sa.exc.DBAPIError, UnicodeDecodeError) as err:
         return f"{type(err).__name__}: {err}"
+
+
+def _holds(path: Path, key: str) -> bool:
+    """Whether the (damaged, quarantined) database at ``path`` holds chunk ``key``; read from a copy."""
+    copy = path.with_name(path.name + ".probe")
+    shutil.copyfile(path, copy)
+    try:
+        conn = sqlite3.connect(f"file:{urllib.parse.quote(str(copy))}?immutable=1", uri=True)
+        try:
+            row = conn.execute("SELECT count(*) FROM mem_tree_chunks WHERE id = ?", (key,)).fetchone()
+            return bool(row[0] == 1)
+        except sqlite3.DatabaseError:
+            return False
+        finally:
+            conn.close()
     finally:
-        conn.close()
+        copy.unlink()
 
 
 def _count(path: Path, sql: str) -> Any:

@@ -265,6 +265,30 @@ def opener(a: dict[str, Any]) -> None:
     report({"committed": committed, "errors": errors})
 
 
+def stayer(a: dict[str, Any]) -> None:
+    """Open the file and write (the connection stays open), then on each stdin line write once more.
+
+    Stands for another application process that has the file open while this
+    one finds damage and quarantines it.  Prints ``ready`` after the first write
+    and one JSON line per later write; exits at end of input.
+    """
+    engine = tinycortex_sa.create_engine(a["ws"])
+    with Session(engine) as session:
+        session.add(chunk(f"{a['name']}-open", a["token"], a["name"]))
+        session.commit()
+    out("ready")
+    for n, _ in enumerate(sys.stdin):
+        key = f"{a['name']}-{n}"
+        try:
+            with Session(engine) as session:
+                session.add(chunk(key, a["token"], a["name"]))
+                session.commit()
+            report({"id": f"chunk-{key}", "ok": True})
+        except Exception as err:
+            code = getattr(getattr(err, "orig", err), "sqlite_errorcode", None)
+            report({"id": f"chunk-{key}", "ok": False, "error": describe(err)[:300], "code": code})
+
+
 def badenv(a: dict[str, Any]) -> None:
     """Run one bad-environment case, optionally as another user or under a file-size limit."""
     if a.get("fsize") is not None:
@@ -294,6 +318,8 @@ def badenv(a: dict[str, Any]) -> None:
             mro=[c.__name__ for c in type(err).__mro__],
             message=str(err),
         )
+    if a.get("snapshot"):  # the database directory as the failed call left it, before anything else runs
+        outcome["files_after_error"] = files_state(os.path.join(a["ws"], "memory_tree"))
     if a.get("then_free") and a.get("fsize") is not None:  # free the space, then the next call must work
         resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
         try:
@@ -308,6 +334,21 @@ def badenv(a: dict[str, Any]) -> None:
     report(outcome)
 
 
+def files_state(directory: str) -> dict[str, list[Any]]:
+    """The files directly in ``directory``: name -> [mode, sha256] (as tree_state of common.py)."""
+    import hashlib
+    import stat
+
+    state: dict[str, list[Any]] = {}
+    for name in sorted(os.listdir(directory)):
+        full = os.path.join(directory, name)
+        st = os.lstat(full)
+        if stat.S_ISREG(st.st_mode):
+            with open(full, "rb") as f:
+                state[name] = [stat.S_IMODE(st.st_mode), hashlib.sha256(f.read()).hexdigest()]
+    return state
+
+
 def _big(i: int, token: str) -> models.Chunk:
     c = chunk(f"big-{i}", token, "bad")
     c.content = content(token, i) + "x" * 200_000
@@ -316,7 +357,7 @@ def _big(i: int, token: str) -> models.Chunk:
 
 ROLES = {
     f.__name__: f
-    for f in (writer, migrate, contender, rustlike, holder, hotjournal, walcrash, opener, badenv)
+    for f in (writer, migrate, contender, rustlike, holder, hotjournal, walcrash, opener, stayer, badenv)
 }
 
 
