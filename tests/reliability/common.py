@@ -261,17 +261,6 @@ GAP5 = (
 )
 
 
-#: Found by this proving ground after the five gaps were closed (docs/reliability.md, "Known gaps").
-GAP7 = (
-    "tinycortex_sa/sql_errors.py, api.py: a process whose connection was open when another process "
-    "quarantined the file gets SQLite's bare 'attempt to write a readonly database' "
-    "(SQLITE_READONLY_DBMOVED, 1032) on every write, and reads the quarantined file, until it is restarted "
-    "or calls invalidate(); fix: treat 1032 (and a path whose inode changed, checked at checkout) as "
-    "'the file was moved': close the connection so the next call opens the file at its path, and raise an "
-    "error naming the path (known gap 7, docs/reliability.md)"
-)
-
-
 def forget(workspace: Path) -> None:
     """Close this process's connection to the workspace and reset its breaker and options."""
     tinycortex_sa.invalidate(workspace)

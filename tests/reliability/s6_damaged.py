@@ -30,8 +30,12 @@ confirms the damage with ``quick_check`` and quarantines the file, bytes
 intact as the last write left them; writes acknowledged before the damage was
 found are in the quarantined file (looked up by id), never lost and never in
 both files.  Another process that had the file open (and wrote) while this
-one found the damage then writes twice: the first may fail, naming the file,
-the second must land in the live file (known gap 7 until it does).
+one found the damage then writes twice: the first may fail with
+``StatementMovedError`` naming the file (SQLite refuses a write into a file
+renamed under the connection, SQLITE_READONLY_DBMOVED), the second must land
+in the live file, and neither may go into the quarantined one (closed gap 7).
+An arriving process that meets the same refusal must get the same error, and
+its next write (made without ``invalidate()``) must work.
 """
 
 from __future__ import annotations
@@ -56,7 +60,6 @@ import tinycortex_sa
 from tinycortex_sa import db_path_for, models
 
 from .common import (
-    GAP7,
     INSERT_CHUNK,
     TOKEN,
     Context,
@@ -72,6 +75,7 @@ from .common import (
 
 KINDS = ("garbage", "truncated", "damaged-pages", "hot-journal", "wal", "stale-wal", "empty-with-wal")
 CORRUPT = ("garbage", "truncated", "damaged-pages")
+ARRIVING_WRITES = 3  # per arriving process
 
 
 def _ids(path: Path) -> set[str]:
@@ -229,7 +233,13 @@ def _arrive(ctx: Context, ws: Path, tag: str, log: Path) -> tuple[list[str], lis
     procs = [
         subprocess.Popen(
             worker_cmd(
-                "opener", ws=str(ws), n=3, name=f"{tag}-p{p}", token=TOKEN, start_at=start_at, log=str(log)
+                "opener",
+                ws=str(ws),
+                n=ARRIVING_WRITES,
+                name=f"{tag}-p{p}",
+                token=TOKEN,
+                start_at=start_at,
+                log=str(log),
             ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -293,6 +303,7 @@ def run(ctx: Context) -> Result:
     outcomes: dict[str, dict[str, int]] = {k: {} for k in KINDS}
     stale_wal_measure: list[dict[str, Any]] = []
     kept_writes: dict[str, list[int]] = {k: [] for k in CORRUPT}
+    moved_stats: dict[str, int] = {}
     log = ctx.tmp / "damaged.log"
     for kind in KINDS:
         for t in range(per_kind):
@@ -315,7 +326,14 @@ def run(ctx: Context) -> Result:
             kept: set[str] = set()
             if kind in CORRUPT:
                 outcome, moved, kept, errors = _corrupt_outcome(
-                    result, where, ws, before, committed, errors, via=("engine", "with_connection")[t % 2]
+                    result,
+                    where,
+                    ws,
+                    before,
+                    committed,
+                    errors,
+                    via=("engine", "with_connection")[t % 2],
+                    stats=moved_stats,
                 )
                 if kept:
                     kept_writes[kind].append(len(kept))
@@ -382,6 +400,21 @@ def run(ctx: Context) -> Result:
                 "the damage was found went into the damaged file and were kept with it in quarantine "
                 "(found there by their id)"
             )
+    if moved_stats.get("other"):
+        result.notes.append(
+            "another process with the file open (it had written through an engine) when this one "
+            f"quarantined it, {moved_stats['other']} trial(s), wrote twice: the first write failed with "
+            f"StatementMovedError naming the file {moved_stats.get('first moved', 0)} time(s) and worked "
+            f"{moved_stats.get('first ok', 0)} time(s); the second worked, into the live file, "
+            f"{moved_stats.get('second ok', 0)} time(s); none went into the quarantined file"
+        )
+    if moved_stats.get("arriving"):
+        result.notes.append(
+            "arriving processes had a write into the quarantined file refused "
+            f"{moved_stats['arriving']} time(s), each with StatementMovedError naming the file; "
+            "the write after it worked "
+            f"{moved_stats.get('arriving next ok', 0)} time(s) (the others were a process's last write)"
+        )
     if stale_wal_measure:
         silent = [m for m in stale_wal_measure if m["lost"]]
         malformed = [m for m in stale_wal_measure if m["malformed"]]
@@ -422,6 +455,7 @@ def _corrupt_outcome(
     committed: list[str],
     errors: list[str],
     via: str,
+    stats: dict[str, int],
 ) -> tuple[str, list[str], set[str], list[str]]:
     """Classify a damaged file's fate after the arrivals, checking every promise on the way.
 
@@ -436,10 +470,10 @@ def _corrupt_outcome(
     path = db_path_for(ws)
     directory = path.parent
     found_by_caller = [e for e in errors if any(c in e.lower() for c in CORRUPT_TEXT)]
-    # an arriving process whose connection was open when another one quarantined the file (known gap 7)
-    moved_under = [e for e in errors if "attempt to write a readonly database" in e and _moved(directory)]
+    # an arriving process whose connection was open when another one quarantined the file (closed gap 7)
+    moved_under = [e for e in errors if _is_moved_error(e) and _moved(directory)]
     for e in moved_under:
-        result.gaps.append(f"{where}: an arriving process after the quarantine: {e[:160]} -- {GAP7}")
+        _arriving_after_quarantine(result, where, path, e, committed, stats)
     others = [e for e in errors if e not in found_by_caller and e not in moved_under]
     moved = _moved(directory)
     reference = before  # what the quarantined file must hold, byte for byte
@@ -471,7 +505,9 @@ def _corrupt_outcome(
                 moved, f"{where}: a read ({via}) found damage, the next open did not quarantine the file"
             )
             if moved and other.ready:
-                _other_process_after_quarantine(result, where, path, other, committed)
+                _other_process_after_quarantine(
+                    result, where, path, directory / moved[0], other, committed, stats
+                )
         elif found_by_caller:
             outcome = "found by an arriving caller's statement, not quarantined"
             result.problem(f"{where}: a caller's statement found the damage, no open quarantined the file")
@@ -550,29 +586,92 @@ class Stayer:
             self.proc.wait()
 
 
-def _other_process_after_quarantine(
-    result: Result, where: str, path: Path, other: Stayer, committed: list[str]
-) -> None:
-    """The promise for a process that had the file open when this one quarantined it.
+MOVED_TEXT = ("attempt to write a readonly database", "StatementMovedError", "DatabaseMovedError")
 
-    Its writes must never go into the quarantined file (SQLite refuses: the file
-    moved); the first may fail, with an error naming the file, but the next must
-    work and land in the live file.
+
+def _is_moved_error(error: str) -> bool:
+    return any(t in error for t in MOVED_TEXT)
+
+
+def _names_moved(error: str, path: Path) -> bool:
+    """Whether ``error`` is the promised one for a write into a moved file: StatementMovedError naming it."""
+    return "StatementMovedError" in error and str(path) in error
+
+
+def _arriving_after_quarantine(
+    result: Result, where: str, path: Path, error: str, committed: list[str], stats: dict[str, int]
+) -> None:
+    """An arriving process's write found the file quarantined under its open connection.
+
+    Promised: ``StatementMovedError`` naming the file, and the process's next
+    write (the worker does not call ``invalidate()`` after it) works.
+    """
+    stats["arriving"] = stats.get("arriving", 0) + 1
+    result.check(
+        _names_moved(error, path),
+        f"{where}: an arriving process's write into the quarantined file failed without "
+        f"StatementMovedError naming the file: {error[:200]}",
+    )
+    key = error.removeprefix("process: ").split(": ", 1)[0]  # "<name>-<i>", see worker.opener
+    name, _, i = key.rpartition("-")
+    if i.isdigit() and int(i) + 1 < ARRIVING_WRITES:
+        following = f"chunk-{name}-{int(i) + 1}"
+        result.check(
+            following in committed,
+            f"{where}: the write after an arriving process's refused write did not work ({following})",
+        )
+        if following in committed:
+            stats["arriving next ok"] = stats.get("arriving next ok", 0) + 1
+
+
+def _other_process_after_quarantine(
+    result: Result,
+    where: str,
+    path: Path,
+    quarantined: Path,
+    other: Stayer,
+    committed: list[str],
+    stats: dict[str, int],
+) -> None:
+    """The promise for a process that had the file open when this one quarantined it (closed gap 7).
+
+    Its writes never go into the quarantined file (SQLite refuses: the file
+    moved); the first may fail, with ``StatementMovedError`` naming the file,
+    and the next works and lands in the live file.
     """
     reports = [other.write(), other.write()]
-    for rep in reports:
-        if rep.get("ok"):
-            committed.append(rep["id"])  # checked against the live file by the caller
     first, second = reports
-    bare = [r for r in reports if not r.get("ok") and str(path) not in r.get("error", "")]
-    if not second.get("ok") or bare:
-        errors = "; ".join(str(r.get("error", "ok")).split("\n")[0][:120] for r in reports)
-        result.gaps.append(
-            f"{where}: a process that had the file open, after the quarantine: {errors} -- {GAP7}"
+    stats["other"] = stats.get("other", 0) + 1
+    live = _ids(path)
+    for n, rep in enumerate(reports):
+        if rep.get("ok"):
+            committed.append(rep["id"])  # also checked against the live file by the caller
+            result.check(
+                rep["id"] in live, f"{where}: the other process's write {n + 1} is not in the live file"
+            )
+        if rep.get("id"):
+            result.check(
+                not _holds(quarantined, rep["id"]),
+                f"{where}: the other process's write {n + 1} went into the quarantined file",
+            )
+    if first.get("ok"):
+        stats["first ok"] = stats.get("first ok", 0) + 1
+    else:
+        error = str(first.get("error", ""))
+        promised = _names_moved(error, path) and first.get("code") == 1032
+        result.check(
+            promised,
+            f"{where}: the other process's first write after the quarantine failed without "
+            f"StatementMovedError (SQLITE_READONLY_DBMOVED) naming the file: {error[:200]}",
         )
-    elif not first.get("ok"):
-        result.notes.append(
-            f"{where}: the other process's first write after the quarantine: {first['error']}"
+        if promised:
+            stats["first moved"] = stats.get("first moved", 0) + 1
+    if second.get("ok"):
+        stats["second ok"] = stats.get("second ok", 0) + 1
+    else:
+        result.problem(
+            f"{where}: the other process's second write after the quarantine failed: "
+            f"{str(second.get('error'))[:200]}"
         )
 
 

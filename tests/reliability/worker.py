@@ -259,8 +259,10 @@ def opener(a: dict[str, Any]) -> None:
                 session.commit()
             committed.append(f"chunk-{a['name']}-{i}")
         except Exception as err:
-            errors.append(describe(err)[:300])
-            tinycortex_sa.invalidate(a["ws"])
+            # prefixed with the write's key, so the scenario can look for the write after it
+            errors.append(f"{a['name']}-{i}: " + describe(err)[:300])
+            if not isinstance(err, tinycortex_sa.DatabaseMovedError):
+                tinycortex_sa.invalidate(a["ws"])  # a moved file must recover without it: the promise
             time.sleep(0.05)
     report({"committed": committed, "errors": errors})
 
