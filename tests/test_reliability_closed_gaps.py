@@ -20,6 +20,7 @@ from reliability.common import (
     LineReader,
     chunk_row,
     copy_fixture,
+    damage_a_leaf_the_open_does_not_read,
     prepare_head,
     run_worker,
     worker_cmd,
@@ -108,18 +109,7 @@ def test_damage_found_after_open_leads_to_quarantine(tmp_path: Path) -> None:
         ws, lambda c: c.executemany(INSERT_CHUNK, [chunk_row(i, TOKEN) for i in range(1500)])
     )
     tinycortex_sa.invalidate(ws)
-    conn = sqlite3.connect(path)
-    leaves = [
-        r[0]
-        for r in conn.execute(
-            "SELECT pageno FROM dbstat WHERE name = 'mem_tree_chunks' AND pagetype = 'leaf'"
-        )
-    ]
-    conn.close()
-    data = bytearray(path.read_bytes())
-    page = leaves[len(leaves) // 2] - 1  # a leaf in the middle of mem_tree_chunks: the open never reads it
-    data[page * 4096 : page * 4096 + 64] = b"\xff" * 64
-    path.write_bytes(bytes(data))
+    damage_a_leaf_the_open_does_not_read(path)
     try:
         with tinycortex_sa.create_engine(ws).connect() as conn:
             conn.exec_driver_sql("SELECT * FROM mem_tree_chunks").fetchall()
@@ -151,7 +141,7 @@ def test_a_process_with_the_file_open_recovers_after_another_quarantined_it(tmp_
         reader = LineReader(other)
         if not reader.wait_for(lambda lines: "ready" in lines, 30):
             raise RuntimeError("the other process did not open the file")
-        _damage_a_leaf_the_open_does_not_read(path)
+        damage_a_leaf_the_open_does_not_read(path)
         try:
             with tinycortex_sa.create_engine(ws).connect() as conn:
                 conn.exec_driver_sql("SELECT * FROM mem_tree_chunks").fetchall()
@@ -206,18 +196,3 @@ def test_with_connection_after_the_file_was_moved_opens_the_new_one(tmp_path: Pa
     moved = sqlite3.connect(aside)
     assert moved.execute("SELECT count(*) FROM mem_tree_chunks").fetchone() == (0,)
     moved.close()
-
-
-def _damage_a_leaf_the_open_does_not_read(path: Path) -> None:
-    conn = sqlite3.connect(path)
-    leaves = [
-        r[0]
-        for r in conn.execute(
-            "SELECT pageno FROM dbstat WHERE name = 'mem_tree_chunks' AND pagetype = 'leaf'"
-        )
-    ]
-    conn.close()
-    page = leaves[len(leaves) // 2] - 1
-    with open(path, "r+b") as f:
-        f.seek(page * 4096)
-        f.write(b"\xff" * 64)

@@ -26,7 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability.common import INSERT_CHUNK, TOKEN, chunk_row, nobody_dir, prepare_head, run_worker, sha256
+from reliability.common import (
+    INSERT_CHUNK,
+    TOKEN,
+    chunk_row,
+    damage_a_leaf_the_open_does_not_read,
+    nobody_dir,
+    prepare_head,
+    run_worker,
+    sha256,
+)
 
 import tinycortex_sa
 from tinycortex_sa import db_path_for, registry
@@ -275,18 +284,7 @@ def test_a_file_suspected_of_corruption_is_checked_and_quarantined_at_the_next_o
         ws, lambda c: c.executemany(INSERT_CHUNK, [chunk_row(i, TOKEN) for i in range(1500)])
     )
     tinycortex_sa.invalidate(ws)
-    conn = sqlite3.connect(path)
-    leaves = [
-        r[0]
-        for r in conn.execute(
-            "SELECT pageno FROM dbstat WHERE name = 'mem_tree_chunks' AND pagetype = 'leaf'"
-        )
-    ]
-    conn.close()
-    data = bytearray(path.read_bytes())
-    page = leaves[len(leaves) // 2] - 1
-    data[page * 4096 : page * 4096 + 64] = b"\xff" * 64
-    path.write_bytes(bytes(data))
+    damage_a_leaf_the_open_does_not_read(path)
     damaged = sha256(path)
 
     def read_all(c: sqlite3.Connection) -> None:

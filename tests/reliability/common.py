@@ -368,3 +368,23 @@ def nobody_dir(tmp: Path, name: str) -> Path:
     base.chmod(0o777)
     (tmp / f"{name}.nobody-dir").write_text(str(base))  # so the runner can clean it up
     return base
+
+
+def damage_a_leaf_the_open_does_not_read(path: Path) -> None:
+    """Overwrite the start of a leaf page in the middle of ``mem_tree_chunks`` (fill the table first).
+
+    Opening the database never reads that page; the first statement that scans
+    the table finds the damage (SQLITE_CORRUPT).
+    """
+    conn = sqlite3.connect(path)
+    leaves = [
+        r[0]
+        for r in conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'mem_tree_chunks' AND pagetype = 'leaf'"
+        )
+    ]
+    conn.close()
+    page = leaves[len(leaves) // 2] - 1
+    with open(path, "r+b") as f:
+        f.seek(page * 4096)
+        f.write(b"\xff" * 64)
