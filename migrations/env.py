@@ -6,7 +6,7 @@ applications, pytest-alembic), ``-x workspace=PATH``, ``$TINYCORTEX_WORKSPACE``,
 ``sqlalchemy.url`` in ``alembic.ini``.  A connection handed in is used as is
 (its open transaction, if any, becomes the migration's); otherwise the
 engine's connection is opened with the automatic upgrade switched off, so that
-``alembic current`` or ``downgrade`` see the file as it is.  The data
+``alembic current`` or ``downgrade`` see its schema as it is.  The data
 migrations' settings come from ``-x embedding_model=… embedding_dim=…
 content_root=…``, else the engine's options, else the Rust defaults.
 """

@@ -242,3 +242,11 @@ def test_models_read_every_row_the_rust_core_wrote(tmp_path: Path) -> None:
             assert joined
     finally:
         engine.dispose()
+
+
+def test_json_columns_refuse_nan_which_the_rust_core_cannot_parse() -> None:
+    from tinycortex_sa.types import dump_json
+
+    assert dump_json({"a": [1.5, "é"]}) == '{"a":[1.5,"é"]}'
+    with pytest.raises(ValueError, match="JSON compliant"):
+        dump_json({"score": float("nan")})

@@ -164,7 +164,7 @@ def _check_known(revisions: tuple[str, ...] | None, db_path: Path) -> None:
     raise UnknownRevisionError(
         f"{db_path}: the chunk DB is stamped with {_describe(revisions)}, which this version of "
         f"tinycortex_sa does not know (its newest is {HEAD}): newer code wrote it. Upgrade "
-        "tinycortex_sa to open it; the file was left untouched.",
+        "tinycortex_sa to open it; its schema and data were left untouched.",
         path=db_path,
         revision=", ".join(revisions),
     )
@@ -174,8 +174,9 @@ def _behind(revisions: tuple[str, ...] | None, db_path: Path) -> SchemaBehindErr
     workspace = db_path.parent.parent
     return SchemaBehindError(
         f"{db_path}: the chunk DB schema is at {_describe(revisions)}, behind {HEAD}, and "
-        f"auto_migrate is off, so nothing was changed. Run `alembic -x workspace={workspace} "
-        "upgrade head` (see docs/schema.md), or open it once with auto_migrate=True.",
+        "auto_migrate is off, so its schema and data were not changed. Run "
+        f"`alembic -x workspace={workspace} upgrade head` (see docs/schema.md), or open it once with "
+        "auto_migrate=True.",
         path=db_path,
         revision=revisions[0] if revisions else None,
     )

@@ -6,7 +6,8 @@ reembed-skip rows of global/topic summaries, entity-index rows of those trees,
 the summaries, the trees' buffers, the trees and the ``topic_route`` /
 ``digest_daily`` jobs; then, before the marker commits, removes every folder
 under ``<content root>/wiki/summaries`` named ``global*`` or ``topic-*``.  Any
-failure rolls all of it back, so the next open retries.  Cannot be downgraded.
+failure rolls the rows and the marker back, so the next open retries (folders already
+removed stay removed; the retry reaches the same end state).  Cannot be downgraded.
 
 Revision ID: 0005_purge_retired_trees
 Revises: 0004_legacy_embeddings
