@@ -333,3 +333,43 @@ def test_multiprocessing_fork_processes_write_concurrently_with_the_parent(works
         )
     assert counts == {1: 5, 0: 3 * 6}
     assert with_connection(workspace, lambda c: c.execute("PRAGMA integrity_check").fetchone()[0]) == "ok"
+
+
+def test_a_transaction_open_across_fork_cannot_commit_in_the_child(workspace: Path) -> None:
+    """The child's copy of an open Session must not COMMIT over the parent's later work."""
+    engine = tinycortex_sa.create_engine(workspace)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (v TEXT)")
+    go_read, go_write = os.pipe()
+    done_read, done_write = os.pipe()
+    conn = engine.connect()
+    conn.begin()
+    conn.exec_driver_sql("INSERT INTO t VALUES ('A')")
+    pid = os.fork()
+    if pid == 0:  # child: wait until the parent has committed B, then leave the transaction
+        code = 1
+        try:
+            os.read(go_read, 1)
+            try:
+                conn.commit()
+            except sa.exc.DatabaseError as err:
+                code = 0 if "not authorized" in str(err) else 2
+            os.write(done_write, b"x")
+        finally:
+            os._exit(code)
+    conn.commit()
+    conn.close()
+    with_connection(
+        workspace,
+        lambda c: (
+            c.execute("BEGIN IMMEDIATE"),
+            c.execute("INSERT INTO t VALUES ('B')"),
+            c.execute("COMMIT"),
+        ),
+    )
+    os.write(go_write, b"x")
+    os.read(done_read, 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # the child's COMMIT was refused
+    values = with_connection(workspace, lambda c: [r[0] for r in c.execute("SELECT v FROM t ORDER BY rowid")])
+    assert values == ["A", "B"]

@@ -64,3 +64,27 @@ def test_pool_wide_invalidation_reopens_the_shared_connection(workspace: Path) -
     with pytest.raises(sqlite3.ProgrammingError):
         first.execute("SELECT 1")  # SQLAlchemy closed the old one through the handle
     assert tinycortex_sa.with_connection(workspace, lambda c: c) is second
+
+
+def test_a_detached_connection_is_given_up_not_shared(workspace: Path) -> None:
+    engine = tinycortex_sa.create_engine(workspace)
+    conn = engine.connect()
+    detached = conn.connection.dbapi_connection
+    conn.detach()  # SQLAlchemy: the caller now owns this DBAPI connection
+    with engine.connect() as other:  # must not hand out the same connection
+        assert other.connection.dbapi_connection is not detached
+        assert other.exec_driver_sql("SELECT 1").scalar() == 1
+    conn.close()  # closes the detached connection only
+    with engine.connect() as other:
+        assert other.exec_driver_sql("SELECT 1").scalar() == 1
+
+
+def test_an_engine_reapplies_its_options_after_invalidate(workspace: Path) -> None:
+    engine = tinycortex_sa.create_engine(workspace, busy_timeout=4321, on_corrupt="raise")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+    tinycortex_sa.invalidate(workspace)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 4321
+    handle = registry.existing_handle(tinycortex_sa.db_path_for(workspace))
+    assert handle is not None and handle.options.on_corrupt == "raise"

@@ -95,6 +95,8 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
         self._kw_options = opts.parse({k: v for k, v in given.items() if v is not None})
         self._borrowed = tinycortex_borrowed
         self.tinycortex_handle: registry.FileHandle | None = None
+        self.tinycortex_options: dict[str, Any] = {}
+        """The options this engine was created with (URL and keywords, validated)."""
         self.tinycortex_checkout_timeout = opts.DEFAULTS.checkout_timeout
 
     @classmethod
@@ -133,6 +135,7 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
                     f"{value!r} in the URL and {self._kw_options[name]!r} as a keyword argument"
                 )
         explicit = {**from_url, **self._kw_options}
+        self.tinycortex_options = explicit
         self.tinycortex_handle = registry.handle_for(path, explicit)
         self.tinycortex_checkout_timeout = explicit.get(
             "checkout_timeout", self.tinycortex_handle.options.checkout_timeout

@@ -36,6 +36,8 @@ class TinyCortexPool(Pool):
         if not self._attached:  # counted as a user from first use, so dispose()+recreate() can close
             handle.attach(self)
             self._attached = True
+        if not handle._fixed:  # invalidate() forgot the file's options: this engine's apply again
+            handle.fix_options(self._dialect.tinycortex_options)  # type: ignore[union-attr]
         handle.checkout(self._timeout)
         try:
             if self._generation != handle.generation or self._record is None:
@@ -48,7 +50,12 @@ class TinyCortexPool(Pool):
             raise
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
-        self._handle.checkin()
+        handle = self._handle
+        held: object = handle.conn
+        if held is not None and record.dbapi_connection is not held:
+            handle.give_up()  # detach(): the caller keeps the connection; the next checkout opens anew
+            self._generation = -1
+        handle.checkin()
 
     def _close_connection(self, connection: Any, *, terminate: bool = False) -> None:
         # The handle owns the connection's lifetime; SQLAlchemy asking a pool to

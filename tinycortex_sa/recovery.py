@@ -27,7 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_none
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_none
 
 from . import pragmas
 from .errors import CorruptDatabaseError, DatabaseBusyError, DiskFullError, OpenError, TinyCortexError
@@ -337,11 +337,17 @@ def _open_once(path: Path, options: Options, initialise: Initialiser) -> sqlite3
 def _open_retrying(
     path: Path, options: Options, initialise: Initialiser, sleep: Callable[[float], None]
 ) -> sqlite3.Connection:
+    def fold_before_retry(state: RetryCallState) -> None:
+        try:
+            fold_wal(path, options.busy_timeout)
+        except DatabaseBusyError as busy:  # keep the I/O error that started it as the cause
+            raise busy from (state.outcome.exception() if state.outcome else None)
+
     retrying = Retrying(
         stop=stop_after_attempt(2),
         retry=retry_if_exception(is_io_open_error),
         wait=wait_none(),
-        before_sleep=lambda _state: fold_wal(path, options.busy_timeout),
+        before_sleep=fold_before_retry,
         sleep=sleep,
         reraise=True,
     )

@@ -123,7 +123,7 @@ class FileHandle:
                 try:
                     if conn.in_transaction:
                         conn.rollback()
-                except sqlite3.ProgrammingError:  # the caller closed it: open afresh next time
+                except sqlite3.Error:  # closed by the caller, or ROLLBACK failed: open afresh next time
                     self.discard(conn)
             if self._close_pending:
                 self._close_locked()
@@ -179,12 +179,18 @@ class FileHandle:
             self.close()
 
     def close(self) -> None:
-        """Close the connection now, or at checkin if this thread holds it."""
-        if self.held_by_current_thread:
-            self._close_pending = True
-            return
-        with self._lock:
-            self._close_locked()
+        """Close the connection now if it is idle, else when its holder checks it in.
+
+        Never waits for another thread (which may be waiting for this one).
+        """
+        self._close_pending = True
+        if self.held_by_current_thread or not self._lock.acquire(blocking=False):
+            return  # the holder's checkin closes it (or the next one's, if it was checking in)
+        try:
+            if self._close_pending:
+                self._close_locked()
+        finally:
+            self._lock.release()
 
     def _close_locked(self) -> None:
         self._close_pending = False
@@ -205,6 +211,11 @@ class FileHandle:
         """
         self._suspect = True
         self.close()
+
+    def give_up(self) -> None:
+        """The holder took the connection away (SQLAlchemy's ``detach()``): forget it, do not close it."""
+        self.conn = None
+        self.generation += 1
 
     def discard(self, conn: sqlite3.Connection) -> None:
         """Stop using ``conn`` (closed or broken under us); the next checkout opens afresh."""
@@ -268,7 +279,11 @@ _registry_lock = threading.Lock()
 def _keep_forever(conn: sqlite3.Connection) -> None:
     # An extra reference that is never released: the connection is never
     # deallocated, so sqlite3_close() never runs on a descriptor inherited from
-    # the parent (it could roll back the parent's transaction).
+    # the parent (it could roll back the parent's transaction).  The authorizer
+    # (memory only) refuses every statement on it, COMMIT and ROLLBACK included,
+    # so code in the child still holding it (a Session open across the fork)
+    # gets "not authorized" instead of committing over the parent's work.
+    conn.set_authorizer(lambda *_: sqlite3.SQLITE_DENY)
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
 
 
@@ -353,7 +368,8 @@ def _before_fork() -> None:
     me = get_ident()
     for handle in list(_handles.values()):
         handle._fork_unsafe = False
-        if handle._owner == me:
+        if handle._owner == me:  # the forking thread's own checkout: is SQLite holding a lock for it?
+            handle._fork_unsafe = _may_hold_sqlite_lock(handle)
             continue
         lock = handle._lock
         if lock.acquire(timeout=FORK_GRACE):
@@ -376,6 +392,7 @@ def _after_fork_in_child() -> None:
     global _registry_lock
     _registry_lock = threading.Lock()
     _fork_quiesced.clear()  # the child's handles get new locks
+    migrate._ALEMBIC_RUN = threading.Lock()  # a parent thread may have been migrating
     for handle in _handles.values():
         handle._after_fork_in_child()
 
