@@ -1,4 +1,4 @@
-"""Helpers for the schema tests: schema snapshots, table checksums, fixture copies.
+"""Helpers for the schema tests: schema snapshots, table checksums (fixture copies: reliability.common).
 
 Everything reads through plain ``sqlite3`` connections so that what is
 compared is what SQLite itself reports, independent of SQLAlchemy.
@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from reliability.common import copy_fixture, fixtures_root  # noqa: F401  (re-exported for the schema tests)
 
 import tinycortex_sa
 from tinycortex_sa import migrate
@@ -36,23 +37,6 @@ TABLES = (
     "mem_tree_ingested_sources",
     "mcp_writes",
 )
-
-
-def fixtures_root() -> Path:
-    """``../shared/fixtures`` beside the repository (read-only: always copy)."""
-    for base in (Path(__file__).resolve().parents[1].parent, Path.cwd().parent):
-        candidate = base / "shared" / "fixtures"
-        if candidate.is_dir():
-            return candidate
-    raise RuntimeError("cannot find ../shared/fixtures beside the repository")
-
-
-def copy_fixture(name: str, dest: Path) -> Path:
-    """Copy fixture workspace ``name`` (with side files and content) to ``dest``, writable."""
-    shutil.copytree(fixtures_root() / name, dest, copy_function=shutil.copy)
-    for path in [dest, *dest.rglob("*")]:
-        path.chmod(0o700 if path.is_dir() else 0o600)
-    return dest
 
 
 def db_file(workspace: Path) -> Path:

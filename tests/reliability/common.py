@@ -307,13 +307,18 @@ def worker_cmd(role: str, **args: Any) -> list[str]:
     return [sys.executable, str(WORKER), role, json.dumps(args)]
 
 
+def last_report(stdout: str) -> dict[str, Any] | None:
+    """The last JSON object a worker printed on its own line, or None if it printed none."""
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else None
+
+
 def run_worker(role: str, timeout: float = 120, **args: Any) -> dict[str, Any]:
     """Run a worker to completion and return the JSON it printed last."""
     proc = subprocess.run(worker_cmd(role, **args), capture_output=True, text=True, timeout=timeout)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if not lines:
+    report = last_report(proc.stdout)
+    if report is None:
         return {"crashed": True, "returncode": proc.returncode, "stderr": proc.stderr[-2000:]}
-    report: dict[str, Any] = json.loads(lines[-1])
     report["returncode"] = proc.returncode
     if proc.returncode != 0:
         report["stderr"] = proc.stderr[-2000:]

@@ -44,6 +44,7 @@ from .common import (
     check_logs,
     chunk_row,
     forget,
+    last_report,
     prepare_head,
     scalar,
     worker_cmd,
@@ -103,13 +104,10 @@ def _contention(ctx: Context, result: Result, rounds: int, workers: int, n: int)
         max_wait = 0.0
         for kind, name, proc in procs:
             stdout, stderr = proc.communicate(timeout=300)
-            lines = [line for line in stdout.splitlines() if line.startswith("{")]
-            if not lines:
+            rep = last_report(stdout)
+            if rep is None:
                 result.problem(f"round {r}: {kind} {name} reported nothing: {stderr[-500:]}")
                 continue
-            import json
-
-            rep = json.loads(lines[-1])
             if "fatal" in rep:
                 result.problem(f"round {r}: {kind} {name} died: {rep['fatal']}")
                 continue

@@ -69,6 +69,7 @@ from .common import (
     chunk_row,
     copy_fixture,
     forget,
+    last_report,
     sha256,
     worker_cmd,
 )
@@ -283,11 +284,10 @@ def _arrive(ctx: Context, ws: Path, tag: str, log: Path) -> tuple[list[str], lis
         th.join(120)
     for proc in procs:
         out, err = proc.communicate(timeout=120)
-        lines = [line for line in out.splitlines() if line.startswith("{")]
-        if not lines:
+        rep = last_report(out)
+        if rep is None:
             errors.append(f"an arriving process reported nothing: {err[-300:]}")
             continue
-        rep = json.loads(lines[-1])
         committed += rep.get("committed", [])
         errors += [f"process: {e}" for e in rep.get("errors", [])] + (
             [rep["fatal"]] if "fatal" in rep else []

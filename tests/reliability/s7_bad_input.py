@@ -30,7 +30,6 @@ resting state and holds nothing).  Cases:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
@@ -57,6 +56,7 @@ from .common import (
     copy_fixture,
     db_state,
     forget,
+    last_report,
     nobody_dir,
     prepare_head,
     tree_changes,
@@ -139,11 +139,8 @@ def _as_worker(
 
 def _run(**args: Any) -> dict[str, Any]:
     proc = subprocess.run(worker_cmd("badenv", **args), capture_output=True, text=True, timeout=120)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        return {"crashed": True, "stderr": proc.stderr[-1500:]}
-    rep: dict[str, Any] = json.loads(lines[-1])
-    return rep
+    rep = last_report(proc.stdout)
+    return {"crashed": True, "stderr": proc.stderr[-1500:]} if rep is None else rep
 
 
 def _chown(root: Path, uid: int) -> None:
