@@ -21,6 +21,7 @@ from reliability.common import (
     chunk_row,
     copy_fixture,
     damage_a_leaf_the_open_does_not_read,
+    head_with_a_damaged_leaf,
     prepare_head,
     run_worker,
     worker_cmd,
@@ -104,12 +105,7 @@ def test_busy_timeout_beyond_sqlite_int_is_refused_by_name(tmp_path: Path) -> No
 
 def test_damage_found_after_open_leads_to_quarantine(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    path = prepare_head(ws)
-    tinycortex_sa.with_connection(
-        ws, lambda c: c.executemany(INSERT_CHUNK, [chunk_row(i, TOKEN) for i in range(1500)])
-    )
-    tinycortex_sa.invalidate(ws)
-    damage_a_leaf_the_open_does_not_read(path)
+    path = head_with_a_damaged_leaf(ws)
     try:
         with tinycortex_sa.create_engine(ws).connect() as conn:
             conn.exec_driver_sql("SELECT * FROM mem_tree_chunks").fetchall()

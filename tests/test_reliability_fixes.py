@@ -30,7 +30,7 @@ from reliability.common import (
     INSERT_CHUNK,
     TOKEN,
     chunk_row,
-    damage_a_leaf_the_open_does_not_read,
+    head_with_a_damaged_leaf,
     nobody_dir,
     prepare_head,
     run_worker,
@@ -279,12 +279,7 @@ def test_fork_refuses_at_once_when_the_statement_outlasts_checkout_timeout(tmp_p
 
 def test_a_file_suspected_of_corruption_is_checked_and_quarantined_at_the_next_open(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    path = prepare_head(ws)
-    tinycortex_sa.with_connection(
-        ws, lambda c: c.executemany(INSERT_CHUNK, [chunk_row(i, TOKEN) for i in range(1500)])
-    )
-    tinycortex_sa.invalidate(ws)
-    damage_a_leaf_the_open_does_not_read(path)
+    path = head_with_a_damaged_leaf(ws)
     damaged = sha256(path)
 
     def read_all(c: sqlite3.Connection) -> None:

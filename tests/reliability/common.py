@@ -393,3 +393,14 @@ def damage_a_leaf_the_open_does_not_read(path: Path) -> None:
     with open(path, "r+b") as f:
         f.seek(page * 4096)
         f.write(b"\xff" * 64)
+
+
+def head_with_a_damaged_leaf(workspace: Path) -> Path:
+    """A workspace at head with 1,500 chunks and a damaged leaf the open does not read; returns its DB."""
+    path = prepare_head(workspace)
+    tinycortex_sa.with_connection(
+        workspace, lambda c: c.executemany(INSERT_CHUNK, [chunk_row(i, TOKEN) for i in range(1500)])
+    )
+    tinycortex_sa.invalidate(workspace)
+    damage_a_leaf_the_open_does_not_read(path)
+    return path
