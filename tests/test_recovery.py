@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tinycortex_sa import CorruptDatabaseError, DatabaseBusyError, OpenError, recovery
+from tinycortex_sa import CorruptDatabaseError, DatabaseBusyError, JournalModeBusyError, OpenError, recovery
 from tinycortex_sa.options import DEFAULTS, Options
 
 
@@ -113,6 +113,62 @@ def test_fold_wal_when_nobody_holds_the_file(tmp_path: Path) -> None:
     check.close()
 
 
+def holding_wal_open(path: Path) -> sqlite3.Connection:
+    """Another connection with the WAL database open, as a second process opening it at once has."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    assert holder.execute("SELECT count(*) FROM t").fetchone()[0] > 0
+    return holder
+
+
+def test_a_refused_wal_switch_closes_waits_and_tries_again(tmp_path: Path) -> None:
+    path = crashed_wal_db(tmp_path, 40)
+    holder = holding_wal_open(path)
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the other opener gives up and closes while this one waits
+        sleeps.append(seconds)
+        if len(sleeps) == 3:
+            holder.close()
+
+    conn = recovery.open_initialised(path, DEFAULTS, noop_init, sleep=sleep)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "truncate"
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 40
+    finally:
+        conn.close()
+    assert len(sleeps) == 3 and all(0 <= s <= 0.1 for s in sleeps)
+    assert not path.with_name("a.db-wal").exists()
+
+
+def test_a_wal_switch_refused_for_busy_timeout_fails_and_keeps_the_wal(tmp_path: Path) -> None:
+    path = crashed_wal_db(tmp_path, 40)
+    wal = path.with_name("a.db-wal")
+    wal_bytes = wal.read_bytes()
+    holder = holding_wal_open(path)
+    sleeps: list[float] = []
+    options = Options(busy_timeout=500)
+    try:
+        with pytest.raises(JournalModeBusyError, match="another process has it open") as info:
+            recovery.open_initialised(path, options, noop_init, sleep=sleeps.append)
+        assert wal.read_bytes() == wal_bytes  # (the holder's close folds it in, as SQLite does)
+    finally:
+        holder.close()
+    assert str(path) in str(info.value)
+    assert 0.5 <= sum(sleeps) <= 0.6  # busy_timeout of waiting, and at most one wait more
+
+
+def test_busy_timeout_zero_does_not_wait_for_a_wal_switch(tmp_path: Path) -> None:
+    path = crashed_wal_db(tmp_path, 5)
+    holder = holding_wal_open(path)
+    sleeps: list[float] = []
+    try:
+        with pytest.raises(JournalModeBusyError):
+            recovery.open_initialised(path, Options(busy_timeout=0), noop_init, sleep=sleeps.append)
+    finally:
+        holder.close()
+    assert sleeps == []
+
+
 def test_quarantine_moves_side_files_first_and_keeps_bytes(tmp_path: Path) -> None:
     path = tmp_path / "chunks.db"
     path.write_bytes(b"not a database")
@@ -160,3 +216,96 @@ def test_a_failing_initialiser_rolls_back_and_closes(tmp_path: Path) -> None:
     check = sqlite3.connect(path)
     assert check.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
     check.close()
+
+
+def test_a_file_another_process_quarantined_meanwhile_is_opened_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This open fails on the damaged file; before it confirms the damage, another process has
+    already kept the file aside and built a new one.  The open uses the new file."""
+    path = tmp_path / "chunks.db"
+    path.write_bytes(b"x" * 4096)
+    real_quick_check = recovery.quick_check
+
+    def other_process_got_there_first(p: Path, busy_timeout_ms: int) -> str | None:
+        moved = recovery.quarantine(p)
+        fresh = sqlite3.connect(p)
+        fresh.execute("CREATE TABLE built_by_the_other(x)")
+        fresh.close()
+        monkeypatch.setattr(recovery, "quick_check", real_quick_check)
+        assert moved.read_bytes() == b"x" * 4096
+        return real_quick_check(p, busy_timeout_ms)
+
+    monkeypatch.setattr(recovery, "quick_check", other_process_got_there_first)
+    conn = recovery.open_initialised(path, DEFAULTS, noop_init)
+    try:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("built_by_the_other",)]
+    finally:
+        conn.close()
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("chunks.db.corrupt-")]
+    assert len(kept) == 1 and kept[0].read_bytes() == b"x" * 4096  # quarantined once, by the other
+
+
+def test_rename_keeping_never_replaces_a_kept_file(tmp_path: Path) -> None:
+    src, dst = tmp_path / "chunks.db", tmp_path / "chunks.db.corrupt-x"
+    src.write_bytes(b"new")
+    dst.write_bytes(b"kept by another process")
+    with pytest.raises(FileExistsError):
+        recovery.rename_keeping(src, dst)
+    assert src.read_bytes() == b"new" and dst.read_bytes() == b"kept by another process"
+    dst.unlink()
+    recovery.rename_keeping(src, dst)
+    assert not src.exists() and dst.read_bytes() == b"new" and dst.stat().st_nlink == 1
+
+
+def test_rename_keeping_without_hard_links_checks_then_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(*args: Any, **kw: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")  # what vfat and some FUSE file systems say
+
+    monkeypatch.setattr(recovery.os, "link", no_links)
+    src, dst = tmp_path / "a", tmp_path / "b"
+    src.write_bytes(b"a")
+    dst.write_bytes(b"b")
+    with pytest.raises(FileExistsError):
+        recovery.rename_keeping(src, dst)
+    dst.unlink()
+    recovery.rename_keeping(src, dst)
+    assert dst.read_bytes() == b"a" and not src.exists()
+
+
+def test_a_damaged_file_is_not_moved_while_another_process_moves_files_aside(tmp_path: Path) -> None:
+    """The move lock is held elsewhere for longer than busy_timeout: a clear error, nothing moved."""
+    path = tmp_path / "chunks.db"
+    path.write_bytes(b"x" * 4096)
+    sleeps: list[float] = []
+    held = recovery.moving_aside(tmp_path, 1000)  # flock is per open file: this holder excludes the open
+    with held, pytest.raises(DatabaseBusyError, match="moving a damaged database") as info:
+        recovery.open_initialised(path, Options(busy_timeout=200), noop_init, sleep=sleeps.append)
+    assert str(tmp_path) in str(info.value)
+    assert 0.2 <= sum(sleeps) <= 0.21 and set(sleeps) == {recovery.MOVE_LOCK_POLL}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunks.db"]
+    assert path.read_bytes() == b"x" * 4096
+
+
+def test_the_open_waiting_for_the_move_lock_checks_again_and_opens_the_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "chunks.db"
+    path.write_bytes(b"x" * 4096)
+    holder = recovery.moving_aside(tmp_path, 1000)
+    holder.__enter__()
+    released: list[Path] = []
+
+    def sleep(seconds: float) -> None:  # meanwhile the holder keeps the file aside and builds a new one
+        if not released:
+            released.append(recovery.quarantine(path))
+            sqlite3.connect(path).execute("CREATE TABLE new(x)").connection.close()
+            holder.__exit__(None, None, None)
+
+    conn = recovery.open_initialised(path, DEFAULTS, noop_init, sleep=sleep)
+    try:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("new",)]
+    finally:
+        conn.close()
+    assert [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name] == [released[0].name]
+    assert released[0].read_bytes() == b"x" * 4096

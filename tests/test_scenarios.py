@@ -623,6 +623,86 @@ def test_wal_fixture_held_open_elsewhere_fails_with_a_retryable_error(
     assert not wal.exists()
 
 
+_ARRIVING_SCRIPT = """
+import sys, time
+import tinycortex_sa
+start = float(sys.argv[2])
+while time.time() < start:
+    time.sleep(0.0002)
+try:
+    n = tinycortex_sa.with_connection(
+        sys.argv[1], lambda c: c.execute("SELECT count(*) FROM mem_tree_chunks").fetchone()[0]
+    )
+    print(n)
+except Exception as err:
+    print(type(err).__name__, err)
+"""
+
+
+def _arrive_at_once(ws: Path, processes: int) -> list[str]:
+    """Start ``processes`` processes that open ``ws`` at the same moment; what each printed."""
+    start = time.time() + 1.0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _ARRIVING_SCRIPT, str(ws), str(start)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(processes)
+    ]
+    return [proc.communicate(timeout=25)[0].strip() for proc in procs]
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_processes_opening_a_wal_database_at_once_all_get_in(tmp_path: Path, trial: int) -> None:
+    """Leaving WAL needs the only connection: openers arriving together refuse each other, then take turns."""
+    counts, _ = _reference_snapshot(tmp_path)
+    ws = copy_fixture("rust-legacy-wal", tmp_path / "wal")
+    answers = _arrive_at_once(ws, 3)
+    assert answers == [str(counts["mem_tree_chunks"])] * 3
+    assert not db_path_for(ws).with_name("chunks.db-wal").exists()
+
+
+def _stale_wal_beside_a_truncate_database(path: Path) -> bytes:
+    """A rollback-mode database with a -wal from its WAL period put back beside it; the -wal's bytes."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("CREATE TABLE t(x)")
+    conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(20)])
+    wal = path.with_name(path.name + "-wal").read_bytes()
+    conn.execute("PRAGMA journal_mode = TRUNCATE")  # checkpoints and deletes the -wal
+    conn.close()
+    path.with_name(path.name + "-wal").write_bytes(wal)
+    return wal
+
+
+@pytest.mark.parametrize("kind", ["garbage", "stale-wal"])
+@pytest.mark.parametrize("trial", range(2))
+def test_processes_finding_one_damaged_file_at_once_move_it_once(
+    tmp_path: Path, kind: str, trial: int
+) -> None:
+    """Four processes open a damaged file (or one with a stale -wal) at the same moment: one moves it
+    aside, with its bytes and mode; the others wait, see it done, and open the new file."""
+    ws = tmp_path / "ws"
+    path = db_path_for(ws)
+    path.parent.mkdir(parents=True)
+    if kind == "garbage":
+        path.write_bytes(os.urandom(50_000))
+        path.with_name("chunks.db-journal").write_bytes(b"journal" * 50)
+        path.chmod(0o640)
+        kept_suffix, originals = ".corrupt-", {"": path.read_bytes(), "-journal": b"journal" * 50}
+    else:
+        kept_suffix, originals = "-wal.stale-", {"": _stale_wal_beside_a_truncate_database(path)}
+    answers = _arrive_at_once(ws, 4)
+    assert all(a.isdigit() for a in answers), answers
+    kept = sorted(p.name for p in path.parent.iterdir() if kept_suffix in p.name)
+    assert len(kept) == len(originals), kept
+    main = min(kept, key=len)
+    for suffix, data in originals.items():
+        assert (path.parent / (main + suffix)).read_bytes() == data
+    if kind == "garbage":
+        assert stat.S_IMODE((path.parent / main).stat().st_mode) == 0o640
+
+
 # -- 9. quarantine -----------------------------------------------------------------------------
 
 _STAMP = re.compile(r"^chunks\.db\.corrupt-(\d{8}T\d{6}Z)$")

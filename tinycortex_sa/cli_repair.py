@@ -115,7 +115,7 @@ def recover(workspace: str, force: bool, options: dict[str, Any], say: Callable[
         say(f"{path} passed quick_check; moving it aside anyway (--force)")
     else:
         say(f"{path}: quick_check found: {' '.join(found.split())}")
-    with _sole_user(path, busy_timeout):
+    with recovery.moving_aside(path.parent, busy_timeout), _sole_user(path, busy_timeout):
         sides = recovery.side_files(path)
         target = recovery.quarantine(path)
     for side in sides:

@@ -8,6 +8,9 @@ Rules (from the on-disk contract):
   is rolled back by SQLite itself.  If the ``-wal`` cannot be folded because
   another process holds the file, the open fails with a retryable
   :class:`DatabaseBusyError`.
+* Leaving WAL mode needs the only connection to the file: an open refused
+  that way closes, waits a random few milliseconds and tries again, for up
+  to ``busy_timeout`` of waiting, so processes arriving together take turns.
 * A corrupt file (SQLITE_CORRUPT / SQLITE_NOTADB), confirmed by
   ``PRAGMA quick_check`` on a separate connection, is renamed with its side
   files to ``<name>.corrupt-<UTC timestamp>`` and a fresh database is built,
@@ -16,22 +19,39 @@ Rules (from the on-disk contract):
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import logging
 import os
 import resource
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_none
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_none,
+    wait_random_exponential,
+)
 
 from . import pragmas
-from .errors import CorruptDatabaseError, DatabaseBusyError, DiskFullError, OpenError, TinyCortexError
-from .options import Options
+from .errors import (
+    CorruptDatabaseError,
+    DatabaseBusyError,
+    DiskFullError,
+    JournalModeBusyError,
+    OpenError,
+    TinyCortexError,
+)
+from .options import DEFAULTS, Options
 
 log = logging.getLogger("tinycortex_sa")
 
@@ -132,28 +152,37 @@ def stale_wal_reason(path: Path) -> str | None:
     )
 
 
-def set_aside_stale_wal(path: Path, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Path | None:
+def set_aside_stale_wal(
+    path: Path,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    busy_timeout_ms: int = DEFAULTS.busy_timeout,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Path | None:
     """Keep a stale ``-wal`` (and its ``-shm``) aside as ``<name>-wal.stale-<UTC ts>``; return the new name.
 
     Nothing is deleted and the bytes and mode are kept.  The header is read
     again after the ``-wal`` was seen, so a database switching into WAL mode
-    meanwhile (header first, then the ``-wal``) is left alone.
+    meanwhile (header first, then the ``-wal``) is left alone; and again under
+    :func:`moving_aside`, so of two processes finding it, one moves it.
     """
-    reason = stale_wal_reason(path)
-    if reason is None or stale_wal_reason(path) is None:
+    if stale_wal_reason(path) is None:
         return None
-    stamp = clock().strftime("%Y%m%dT%H%M%SZ")
-    wal = path.with_name(path.name + "-wal")
-    target = wal.with_name(f"{wal.name}.stale-{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = wal.with_name(f"{wal.name}.stale-{stamp}-{n}")
-    shm = path.with_name(path.name + "-shm")
-    if shm.exists():
-        os.rename(shm, path.with_name(f"{shm.name}.stale-{stamp}" + ("" if n == 1 else f"-{n}")))
-    os.rename(wal, target)
-    _fsync_dir(path.parent)
+    with moving_aside(path.parent, busy_timeout_ms, sleep):
+        reason = stale_wal_reason(path)
+        if reason is None or stale_wal_reason(path) is None:
+            return None
+        stamp = clock().strftime("%Y%m%dT%H%M%SZ")
+        wal = path.with_name(path.name + "-wal")
+        target = wal.with_name(f"{wal.name}.stale-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = wal.with_name(f"{wal.name}.stale-{stamp}-{n}")
+        shm = path.with_name(path.name + "-shm")
+        if shm.exists():
+            rename_keeping(shm, path.with_name(f"{shm.name}.stale-{stamp}" + ("" if n == 1 else f"-{n}")))
+        rename_keeping(wal, target)
+        _fsync_dir(path.parent)
     log.error(
         "%s: kept a stale -wal aside as %s (%s); opening the database as its file holds it",
         path,
@@ -161,6 +190,67 @@ def set_aside_stale_wal(path: Path, clock: Callable[[], datetime] = lambda: date
         reason,
     )
     return target
+
+
+@contextlib.contextmanager
+def moving_aside(
+    directory: Path, busy_timeout_ms: int, sleep: Callable[[float], None] = time.sleep
+) -> Iterator[None]:
+    """Hold the lock that serialises moving files aside in ``directory`` between processes.
+
+    Two processes that find the same damaged file (or stale ``-wal``) at once
+    must not both move it: the second would move the first one's new database,
+    or its kept file.  The lock is ``flock`` on the directory itself (no lock
+    file is created), released when the block ends or the process dies.  It is
+    waited for up to ``busy_timeout``, then :class:`DatabaseBusyError`.
+    Whoever holds it checks again before moving anything.
+    """
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        waited = 0.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if waited >= busy_timeout_ms / 1000:
+                    raise DatabaseBusyError(
+                        f"{directory}: another process has been moving a damaged database or a stale "
+                        f"-wal aside for longer than busy_timeout={busy_timeout_ms}ms. Nothing was "
+                        "moved here; retry when it is done.",
+                        path=directory,
+                    ) from None
+                sleep(MOVE_LOCK_POLL)
+                waited += MOVE_LOCK_POLL
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+#: How often a process waiting for :func:`moving_aside` looks again, in seconds.
+MOVE_LOCK_POLL = 0.005
+
+
+def rename_keeping(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` but never over an existing ``dst`` (``os.rename`` would replace it).
+
+    A hard link then an unlink: the link fails with :class:`FileExistsError`
+    if ``dst`` exists, so a file another process has just kept under that
+    name is never lost.  Where the file system has no hard links, a checked
+    rename is the fallback.
+    """
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "will not replace a kept file", str(dst)) from err
+        os.rename(src, dst)
+        return
+    os.unlink(src)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -181,7 +271,7 @@ def fold_wal(path: Path, busy_timeout_ms: int) -> None:
     wal = path.with_name(path.name + "-wal")
     if not wal.exists() or wal.stat().st_size == 0:
         return
-    if set_aside_stale_wal(path) is not None:
+    if set_aside_stale_wal(path, busy_timeout_ms=busy_timeout_ms) is not None:
         return
     try:
         conn = connect(str(path), timeout=busy_timeout_ms / 1000, isolation_level=None)
@@ -260,7 +350,9 @@ def quarantine(path: Path, clock: Callable[[], datetime] = lambda: datetime.now(
 
     Side files move first so that a journal is never left beside a new,
     unrelated database (SQLite would roll it back into it).  Nothing is
-    deleted and modes are kept (a rename does not touch them).
+    deleted and modes are kept (a rename does not touch them); no existing
+    file is replaced (:func:`rename_keeping`).  Callers hold
+    :func:`moving_aside` and have checked the file again under it.
     """
     stamp = clock().strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
@@ -269,8 +361,8 @@ def quarantine(path: Path, clock: Callable[[], datetime] = lambda: datetime.now(
         n += 1
         target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
     for side in side_files(path):
-        os.rename(side, target.with_name(target.name + side.name[len(path.name) :]))
-    os.rename(path, target)
+        rename_keeping(side, target.with_name(target.name + side.name[len(path.name) :]))
+    rename_keeping(path, target)
     _fsync_dir(path.parent)
     return target
 
@@ -309,16 +401,18 @@ def _prepare(path: Path) -> None:
         )
 
 
-def _open_prepared(path: Path) -> None:
+def _open_prepared(path: Path, options: Options, sleep: Callable[[float], None]) -> None:
     _prepare(path)
     found = header_problem(path)
     if found is not None:  # before SQLite sees it, and deletes a -journal beside it
         raise _not_a_database(path, found)
-    set_aside_stale_wal(path)
+    set_aside_stale_wal(path, busy_timeout_ms=options.busy_timeout, sleep=sleep)
 
 
-def _open_once(path: Path, options: Options, initialise: Initialiser) -> sqlite3.Connection:
-    _open_prepared(path)
+def _open_once(
+    path: Path, options: Options, initialise: Initialiser, sleep: Callable[[float], None]
+) -> sqlite3.Connection:
+    _open_prepared(path, options, sleep)
     conn = connect(
         str(path),
         timeout=options.busy_timeout / 1000,
@@ -332,6 +426,37 @@ def _open_once(path: Path, options: Options, initialise: Initialiser) -> sqlite3
         conn.close()  # rolls back whatever initialise left open
         raise
     return conn
+
+
+#: Waits between attempts to take a WAL database out of WAL mode: random, growing, at most this long.
+WAL_SWITCH_WAIT = wait_random_exponential(multiplier=0.002, max=0.1)
+
+
+def _open_leaving_wal(
+    path: Path, options: Options, initialise: Initialiser, sleep: Callable[[float], None]
+) -> sqlite3.Connection:
+    """:func:`_open_once`, tried again while another process keeps the database in WAL mode.
+
+    Leaving WAL needs the only connection to the file, so processes opening a
+    WAL database at the same moment refuse each other.  Each closes its
+    connection (``_open_once`` does), waits a random short while and tries
+    again, up to ``busy_timeout`` of waiting in all: the first back alone
+    folds the ``-wal`` in, the others then find a TRUNCATE database.  A
+    process that keeps the file open longer gets :class:`JournalModeBusyError`.
+    """
+    limit = options.busy_timeout / 1000
+
+    def waited_long_enough(state: RetryCallState) -> bool:
+        return state.idle_for >= limit  # the waits themselves, so an injected sleep sees the same policy
+
+    retrying = Retrying(
+        stop=waited_long_enough,
+        retry=retry_if_exception_type(JournalModeBusyError),
+        wait=WAL_SWITCH_WAIT,
+        sleep=sleep,
+        reraise=True,
+    )
+    return retrying(_open_once, path, options, initialise, sleep)
 
 
 def _open_retrying(
@@ -351,7 +476,7 @@ def _open_retrying(
         sleep=sleep,
         reraise=True,
     )
-    return retrying(_open_once, path, options, initialise)
+    return retrying(_open_leaving_wal, path, options, initialise, sleep)
 
 
 def busy_message(path: Path, busy_timeout_ms: int, err: BaseException) -> str:
@@ -438,7 +563,10 @@ def open_initialised(
                 raise
             found = quick_check(path, options.busy_timeout)
             if found is None:
-                raise
+                # Healthy now: another process quarantined the file and built a new one while this
+                # open was failing on the old one.  Open what is there now, once.
+                log.info("%s changed while it was being checked (%s); opening it again", path, raised)
+                return _open_retrying(path, options, initialise, sleep)
             err = raised
         if options.on_corrupt == "raise":
             raise CorruptDatabaseError(
@@ -447,8 +575,14 @@ def open_initialised(
                 "aside and start a fresh database.",
                 path=path,
             ) from err
-        moved = quarantine(path)
-        log.error("%s is corrupt (%s): kept as %s; building a fresh database", path, found, moved)
+        with moving_aside(path.parent, options.busy_timeout, sleep):
+            # checked again under the lock: another process may have kept it aside meanwhile
+            still = quick_check(path, options.busy_timeout) if path.exists() else None
+            moved = quarantine(path) if still is not None else None
+        if moved is None:
+            log.info("%s was kept aside by another process meanwhile; opening the new file", path)
+        else:
+            log.error("%s is corrupt (%s): kept as %s; building a fresh database", path, found, moved)
         return _open_retrying(path, options, initialise, sleep)
     except TinyCortexError:
         raise
