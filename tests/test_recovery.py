@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -309,3 +311,59 @@ def test_the_open_waiting_for_the_move_lock_checks_again_and_opens_the_new_file(
         conn.close()
     assert [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name] == [released[0].name]
     assert released[0].read_bytes() == b"x" * 4096
+
+
+def test_a_file_moved_away_just_before_sqlite_opens_it_is_created_0600_not_by_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite would create a missing file with its own mode; the open uses mode=rw and retries."""
+    path = tmp_path / "chunks.db"
+    sqlite3.connect(path).execute("CREATE TABLE old(x)").connection.close()
+    real = recovery.connect
+    calls: list[str] = []
+
+    def moved_away_first(database: str, **kw: Any) -> sqlite3.Connection:
+        calls.append(database)
+        if len(calls) == 1:
+            path.rename(tmp_path / "kept")  # another process keeps it aside right now
+        return real(database, **kw)
+
+    monkeypatch.setattr(recovery, "connect", moved_away_first)
+    conn = recovery.open_initialised(path, DEFAULTS, noop_init, sleep=lambda s: None)
+    conn.close()
+    assert len(calls) == 2 and all(c.endswith("?mode=rw") for c in calls)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    kept = sqlite3.connect(tmp_path / "kept")
+    assert kept.execute("SELECT name FROM sqlite_master").fetchall() == [("old",)]
+    kept.close()
+
+
+def test_a_file_that_disappears_while_it_is_prepared_is_created_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "chunks.db"
+    path.write_bytes(b"")
+    real = recovery._writable
+    checks: list[Path] = []
+
+    def vanishing(p: Path, mode: int) -> bool:
+        checks.append(p)
+        if len(checks) == 1:
+            p.rename(tmp_path / "kept")
+            return real(p, mode)  # False: it is gone
+        return real(p, mode)
+
+    monkeypatch.setattr(recovery, "_writable", vanishing)
+    recovery.open_initialised(path, DEFAULTS, noop_init).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and (tmp_path / "kept").exists()
+
+
+def test_paths_that_are_not_utf8_get_a_working_uri(tmp_path: Path) -> None:
+    directory = tmp_path / os.fsdecode(b"caf\xe9 #1?")
+    conn = recovery.open_initialised(directory / "chunks.db", DEFAULTS, noop_init)
+    try:
+        conn.execute("CREATE TABLE t(x)")
+    finally:
+        conn.close()
+    assert "chunks.db" in os.listdir(directory)
+    assert recovery.quick_check(directory / "chunks.db", 100) is None

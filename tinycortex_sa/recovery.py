@@ -323,6 +323,11 @@ def _not_a_database(path: Path, found: str) -> sqlite3.DatabaseError:
     return err
 
 
+def file_uri(path: Path, mode: str) -> str:
+    """A SQLite ``file:`` URI for ``path`` with ``?mode=`` (the path's bytes, so any name works)."""
+    return f"file:{urllib.parse.quote(os.fsencode(path))}?mode={mode}"
+
+
 def quick_check(path: Path, busy_timeout_ms: int) -> str | None:
     """Return what ``PRAGMA quick_check(1)`` finds wrong with ``path``, or None if healthy.
 
@@ -334,7 +339,7 @@ def quick_check(path: Path, busy_timeout_ms: int) -> str | None:
     if found is not None:
         return found
     try:
-        uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+        uri = file_uri(path, "ro")
         conn = connect(uri, timeout=busy_timeout_ms / 1000, isolation_level=None, uri=True)
         try:
             result = str(conn.execute("PRAGMA quick_check(1)").fetchone()[0])
@@ -379,19 +384,28 @@ def _prepare(path: Path) -> None:
     Then make sure this process can write them: SQLite opens a file it may not
     write read-only without a word, and the first write would fail later, far
     from the cause.  The directory must be writable too unless the ``-journal``
-    (which TRUNCATE mode keeps) already exists and is writable.
+    (which TRUNCATE mode keeps) already exists and is writable.  A file that
+    disappears meanwhile (another process kept a damaged one aside) is created
+    again.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        pass
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            os.close(fd)
+        if path.is_dir():
+            return  # SQLite's own refusal is explained by _explain
+        if _writable(path, os.R_OK | os.W_OK):
+            break
+        if os.path.lexists(path):
+            raise PermissionError(
+                errno.EACCES, "this user may not read and write the database file", str(path)
+            )
     else:
-        os.close(fd)
-    if path.is_dir():
-        return  # SQLite's own refusal is explained by _explain
-    if not _writable(path, os.R_OK | os.W_OK):
-        raise PermissionError(errno.EACCES, "this user may not read and write the database file", str(path))
+        raise FileNotFoundError(errno.ENOENT, "the database file keeps disappearing", str(path))
     journal = path.with_name(path.name + "-journal")
     if not (journal.exists() and _writable(journal, os.W_OK)) and not _writable(
         path.parent, os.W_OK | os.X_OK
@@ -414,7 +428,10 @@ def _open_once(
 ) -> sqlite3.Connection:
     _open_prepared(path, options, sleep)
     conn = connect(
-        str(path),
+        # mode=rw: SQLite must not create the file (with its own mode, not 0600) if it vanished since
+        # _prepare made sure of it; it fails with CANTOPEN instead, which gets the one retry
+        file_uri(path, "rw"),
+        uri=True,
         timeout=options.busy_timeout / 1000,
         isolation_level=None,  # the library, not the driver, emits BEGIN
         check_same_thread=False,  # callers are serialised by the per-file lock
