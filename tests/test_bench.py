@@ -11,6 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tinycortex_sa.bench_core import Row
+from tinycortex_sa.bench_report import TARGETS, Verdict, _verdict_line, judge
+
 #: Every row issue 5 asks for, by key (see tinycortex_sa/bench_*.py).
 EXPECTED_ROWS = {
     # reads: floor, lock, transaction cost, open per call
@@ -22,8 +25,8 @@ EXPECTED_ROWS = {
     # tinycortex_sa
     "tc_with_connection", "tc_connect", "tc_checkout", "tc_session", "tc_refusal",
     # writes
-    "bulk_raw", "bulk_raw_prebuilt", "bulk_core", "bulk_driver", "bulk_orm", "bulk_orm_uow",
-    "bulk_qp_core", "bulk_qp_orm_uow",
+    "bulk_raw", "bulk_raw_prebuilt", "bulk_raw_values", "bulk_core", "bulk_sa_only", "bulk_core_floor",
+    "bulk_driver", "bulk_orm", "bulk_orm_uow", "bulk_qp_core", "bulk_qp_orm_uow",
     "tx_raw", "tx_with_connection", "tx_core", "tx_orm", "tx_qp_core",
     # threads
     *(f"threads{n}_{k}" for n in (1, 2, 4, 8) for k in ("raw", "with_connection", "engine")),
@@ -59,3 +62,27 @@ def test_quick_run_produces_every_row_and_target(tmp_path: Path) -> None:
         assert fact in page
     assert "Quick run" in page
     assert not any(p.name.startswith("tinycortex-bench-") for p in tmp_path.iterdir())  # cleaned up
+
+
+def _rows(**us: float) -> list[Row]:
+    return [Row(key, "section", key, value, "bulk_raw") for key, value in us.items()]
+
+
+def test_a_missed_target_is_called_unreachable_only_when_its_measured_floor_is_above_the_limit() -> None:
+    core = next(t for t in TARGETS if t.key == "bulk_core")
+    assert core.floor == "bulk_core_floor"
+
+    def verdict(floor: float) -> Verdict:
+        return next(
+            v for v in judge(_rows(bulk_raw=10.0, bulk_core=13.5, bulk_core_floor=floor)) if v.target is core
+        )
+
+    at_floor = verdict(13.6)
+    assert not at_floor.met and at_floor.unreachable and math.isclose(at_floor.floor, 1.36)
+    assert _verdict_line(at_floor)[2] == "MISSED: unreachable, the floor is 1.36x"
+    reachable = verdict(12.0)
+    assert not reachable.met and not reachable.unreachable and _verdict_line(reachable)[2] == "MISSED"
+    met = next(
+        v for v in judge(_rows(bulk_raw=10.0, bulk_core=12.0, bulk_core_floor=13.6)) if v.target is core
+    )
+    assert met.met and not met.unreachable and _verdict_line(met)[2] == "met"

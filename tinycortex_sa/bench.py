@@ -84,7 +84,14 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": elapsed,
             "rows": [asdict(row) for row in rows],
             "targets": [
-                {"item": v.target.item, "text": v.target.text, "ratio": v.ratio, "met": v.met}
+                {
+                    "item": v.target.item,
+                    "text": v.target.text,
+                    "ratio": v.ratio,
+                    "met": v.met,
+                    "unreachable": v.unreachable,
+                    "floor": v.floor,
+                }
                 for v in verdicts
             ],
         }

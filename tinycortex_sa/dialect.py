@@ -9,6 +9,10 @@
   ``BEGIN IMMEDIATE`` by default so that writers from several processes wait
   on ``busy_timeout``; ``execution_options(tinycortex_begin="deferred")`` runs
   read-only work under a deferred BEGIN.
+* A plain INSERT with many parameter sets is sent as multi-row
+  ``INSERT ... VALUES (...), (...)`` batches (SQLAlchemy's "insertmanyvalues",
+  which it uses for RETURNING already), not as one statement per row:
+  SQLAlchemy's own per-row cost is then close to raw ``executemany``.
 """
 
 from __future__ import annotations
@@ -62,6 +66,16 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
 
     driver = "tinycortex"
     supports_statement_cache = True
+    use_insertmanyvalues_wo_returning = True
+    """Batch plain bulk INSERTs as multi-row VALUES, as SQLAlchemy does for INSERT..RETURNING.
+
+    Statements with ON CONFLICT keep ``executemany`` (SQLAlchemy >= 2.0.47,
+    issue #13130).  ``rowcount`` of a batched insert follows SQLAlchemy's rule
+    for insertmanyvalues: ``execution_options(preserve_rowcount=True)`` gives
+    the total.  When a row fails, the statement for its whole batch is undone
+    (with ``executemany`` the rows before it stayed): either way the error
+    propagates and the transaction is rolled back, as after any failure.
+    """
     connection_characteristics = SQLiteDialect_pysqlite.connection_characteristics.union(
         {"tinycortex_begin": BeginCharacteristic()}
     )
@@ -152,6 +166,14 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
         # the pool: open the file's next one, as checkout would have
         conn = handle.conn if handle.conn is not None else handle._open()
         return conn  # type: ignore[return-value]
+
+    def initialize(self, connection: sa.Connection) -> None:
+        super().initialize(connection)
+        # never more bound parameters per batch than this SQLite build accepts
+        dbapi_conn = connection.connection.dbapi_connection
+        if isinstance(dbapi_conn, sqlite3.Connection):
+            limit = dbapi_conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            self.insertmanyvalues_max_parameters = min(self.insertmanyvalues_max_parameters, limit)
 
     def do_begin(self, dbapi_connection: Any) -> None:
         handle = self.tinycortex_handle

@@ -70,6 +70,10 @@ REVIEWED: dict[tuple[str, str], str] = {
         "tinycortex_sa/bench_writes.py",
         "insert",
     ): "sa.insert(CHUNK_TABLE): a SQLAlchemy construct, bound parameters",
+    (
+        "tinycortex_sa/bench_writes.py",
+        "batch_sql",
+    ): "benchmark: INSERT_SQL split at VALUES, its fixed '(?, ...)' group once per row; values bound",
 }
 
 
