@@ -68,21 +68,22 @@ def _rows(**us: float) -> list[Row]:
     return [Row(key, "section", key, value, "bulk_raw") for key, value in us.items()]
 
 
-def test_a_missed_target_is_called_unreachable_only_when_its_measured_floor_is_above_the_limit() -> None:
+def test_a_missed_target_is_reported_at_its_floor_only_near_a_floor_estimate_above_the_limit() -> None:
     core = next(t for t in TARGETS if t.key == "bulk_core")
     assert core.floor == "bulk_core_floor"
 
-    def verdict(floor: float) -> Verdict:
-        return next(
-            v for v in judge(_rows(bulk_raw=10.0, bulk_core=13.5, bulk_core_floor=floor)) if v.target is core
-        )
+    def verdict(core_us: float, floor_us: float) -> Verdict:
+        rows = _rows(bulk_raw=10.0, bulk_core=core_us, bulk_core_floor=floor_us)
+        return next(v for v in judge(rows) if v.target is core)
 
-    at_floor = verdict(13.6)
-    assert not at_floor.met and at_floor.unreachable and math.isclose(at_floor.floor, 1.36)
-    assert _verdict_line(at_floor)[2] == "MISSED: unreachable, the floor is 1.36x"
-    reachable = verdict(12.0)
-    assert not reachable.met and not reachable.unreachable and _verdict_line(reachable)[2] == "MISSED"
-    met = next(
-        v for v in judge(_rows(bulk_raw=10.0, bulk_core=12.0, bulk_core_floor=13.6)) if v.target is core
-    )
-    assert met.met and not met.unreachable and _verdict_line(met)[2] == "met"
+    at_floor = verdict(13.5, 13.6)
+    assert not at_floor.met and at_floor.at_floor and math.isclose(at_floor.floor, 1.36)
+    assert _verdict_line(at_floor)[2] == "MISSED, at its floor (1.36x)"
+    for missed in (
+        verdict(13.5, 12.0),
+        verdict(15.0, 13.6),
+        verdict(13.1, 14.0),
+    ):  # floor reachable, far above, far below
+        assert not missed.met and not missed.at_floor and _verdict_line(missed)[2] == "MISSED"
+    met = verdict(12.0, 13.6)
+    assert met.met and not met.at_floor and _verdict_line(met)[2] == "met"

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from schema_helpers import alembic_revision, copy_fixture, db_file, open_workspace, raw, user_version
 
-from tinycortex_sa import cli, cli_repair
+from tinycortex_sa import cli, cli_repair, recovery
 from tinycortex_sa.schema_version import HEAD
 
 Snapshot = dict[str, tuple[bytes, int]]
@@ -361,6 +361,31 @@ def test_recover_refuses_while_another_process_writes(
         writer.close()
     assert code == 3 and "another process is using" in err and "Nothing was moved" in err
     assert not list(db_file(ws).parent.glob("chunks.db.corrupt-*"))
+
+
+def test_recover_moves_nothing_if_the_file_was_replaced_before_it_got_the_lock(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between recover's check and its move lock, an application's open kept the damaged file aside and
+    built a new database, with a row written since: recover must not move that one too."""
+    ws = tmp_path / "ws"
+    db = make_corrupt(ws)
+    real = recovery.moving_aside
+
+    def an_application_got_there_first(directory: Path, busy_timeout_ms: int) -> Any:
+        recovery.quarantine(db)
+        fresh = sqlite3.connect(db)
+        fresh.execute("CREATE TABLE written_since(x)")
+        fresh.close()
+        return real(directory, busy_timeout_ms)
+
+    monkeypatch.setattr(recovery, "moving_aside", an_application_got_there_first)
+    code, _, err = run(capsys, "recover", str(ws))
+    assert code != 0 and "was replaced while recover was starting" in err and "Nothing was moved" in err
+    assert len([p for p in db.parent.glob("chunks.db.corrupt-*") if not p.name.endswith("-journal")]) == 1
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("written_since",)]
+    conn.close()
 
 
 # -- demo, errors, entry points --------------------------------------------------------------------------

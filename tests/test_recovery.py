@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import stat
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -367,3 +369,93 @@ def test_paths_that_are_not_utf8_get_a_working_uri(tmp_path: Path) -> None:
         conn.close()
     assert "chunks.db" in os.listdir(directory)
     assert recovery.quick_check(directory / "chunks.db", 100) is None
+
+
+def test_a_forked_child_does_not_keep_the_move_lock(tmp_path: Path) -> None:
+    """flock belongs to the open file, which a child shares: the child must not hold the lock on."""
+    import fcntl
+
+    read_end, write_end = os.pipe()
+    with recovery.moving_aside(tmp_path, 1000):
+        pid = os.fork()
+        if pid == 0:  # the child lives on, as a multiprocessing worker would
+            os.close(read_end)
+            os.write(write_end, b"up")
+            time.sleep(5)
+            os._exit(0)
+    try:
+        assert os.read(read_end, 2) == b"up"
+        other = os.open(tmp_path, os.O_RDONLY)  # another process's view: a separate open file
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if the child kept it
+        finally:
+            os.close(other)
+        with recovery.moving_aside(tmp_path, 0):
+            pass
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_a_stale_wal_another_process_kept_aside_meanwhile_is_not_moved_again(tmp_path: Path) -> None:
+    path = tmp_path / "chunks.db"
+    sqlite3.connect(path).execute("CREATE TABLE t(x)").connection.close()
+    wal = path.with_name("chunks.db-wal")
+    wal.write_bytes(b"stale" * 100)
+    holder = recovery.moving_aside(tmp_path, 1000)
+    holder.__enter__()
+    moved: list[Path] = []
+
+    def sleep(seconds: float) -> None:  # the other process keeps it aside, then lets go
+        if not moved:
+            moved.append(path.with_name("chunks.db-wal.stale-by-the-other"))
+            os.rename(wal, moved[0])
+            holder.__exit__(None, None, None)
+
+    assert recovery.set_aside_stale_wal(path, sleep=sleep) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunks.db", "chunks.db-wal.stale-by-the-other"]
+
+
+def test_a_stale_wal_is_kept_under_a_name_free_for_its_shm_too(tmp_path: Path) -> None:
+    path = tmp_path / "chunks.db"
+    sqlite3.connect(path).execute("CREATE TABLE t(x)").connection.close()
+    path.with_name("chunks.db-wal").write_bytes(b"w" * 100)
+    path.with_name("chunks.db-shm").write_bytes(b"s" * 100)
+    stamp = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    path.with_name("chunks.db-shm.stale-20260102T030405Z").write_bytes(b"left by an earlier set-aside")
+    target = recovery.set_aside_stale_wal(path, clock=lambda: stamp)
+    assert target is not None and target.name == "chunks.db-wal.stale-20260102T030405Z-2"
+    assert path.with_name("chunks.db-shm.stale-20260102T030405Z-2").read_bytes() == b"s" * 100
+    assert (
+        path.with_name("chunks.db-shm.stale-20260102T030405Z").read_bytes() == b"left by an earlier set-aside"
+    )
+
+
+def test_a_name_taken_while_moving_aside_is_a_clear_error_and_nothing_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "chunks.db"
+    path.write_bytes(b"x" * 4096)
+    real = recovery.rename_keeping
+
+    def another_program_took_the_name(src: Path, dst: Path) -> None:
+        dst.write_bytes(b"someone else's file")
+        real(src, dst)
+
+    monkeypatch.setattr(recovery, "rename_keeping", another_program_took_the_name)
+    with pytest.raises(OpenError, match="a file of that name appeared meanwhile") as info:
+        recovery.open_initialised(path, DEFAULTS, noop_init)
+    assert "Nothing was overwritten" in str(info.value) and str(path) in str(info.value)
+    assert path.read_bytes() == b"x" * 4096
+    assert [p.read_bytes() for p in tmp_path.glob("chunks.db.corrupt-*")] == [b"someone else's file"]
+
+
+def test_a_path_spelled_with_a_leading_double_slash_opens(tmp_path: Path) -> None:
+    path = Path("/" + str(tmp_path / "chunks.db"))  # "//tmp/...": the same file on Linux
+    assert str(path).startswith("//")
+    conn = recovery.open_initialised(path, DEFAULTS, noop_init)
+    conn.execute("CREATE TABLE t(x)")
+    conn.close()
+    assert recovery.quick_check(path, 100) is None and (tmp_path / "chunks.db").stat().st_size > 0

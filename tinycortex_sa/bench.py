@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                     "text": v.target.text,
                     "ratio": v.ratio,
                     "met": v.met,
-                    "unreachable": v.unreachable,
+                    "at_floor": v.at_floor,
                     "floor": v.floor,
                 }
                 for v in verdicts

@@ -206,7 +206,7 @@ def run_bulk(root: Path, settings: Settings) -> list[Row]:
         (
             "bulk_core_floor",
             "SQLAlchemy Core's floor: its per-row work + the fastest driver share",
-            "the sum of the two parts: no Core insert can be faster",
+            "the sum of the two parts: an estimate of the least a Core insert can cost",
         ),
         (
             "bulk_driver",

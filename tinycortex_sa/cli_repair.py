@@ -82,7 +82,9 @@ def upgrade(workspace: str, options: dict[str, Any], stream: TextIO, live: bool)
 @contextlib.contextmanager
 def _sole_user(path: Path, busy_timeout_ms: int) -> Iterator[None]:
     """Hold SQLite's exclusive lock while the file is moved, so no process is writing to it."""
-    conn = recovery.connect(str(path), timeout=busy_timeout_ms / 1000, isolation_level=None)
+    conn = recovery.connect(
+        recovery.file_uri(path, "rw"), uri=True, timeout=busy_timeout_ms / 1000, isolation_level=None
+    )
     try:
         try:
             conn.execute("BEGIN EXCLUSIVE")
@@ -98,6 +100,20 @@ def _sole_user(path: Path, busy_timeout_ms: int) -> Iterator[None]:
         conn.close()
 
 
+def _still_the_file_checked(
+    path: Path, checked: os.stat_result, found: str | None, busy_timeout: int
+) -> None:
+    """Under the move lock: refuse if another process replaced the file, or repaired it, since the check."""
+    now = os.stat(path)
+    if (now.st_dev, now.st_ino) != (checked.st_dev, checked.st_ino):
+        raise CliError(
+            f"{path} was replaced while recover was starting (another process kept the damaged file "
+            "aside and built a new database?). Nothing was moved; run recover again to check the new file"
+        )
+    if found is not None and recovery.quick_check(path, busy_timeout) is None:
+        raise Refused(f"{path} passed quick_check on a second look; nothing was moved")
+
+
 def recover(workspace: str, force: bool, options: dict[str, Any], say: Callable[[str], None]) -> None:
     """Quarantine a corrupt chunk DB (or, with ``force``, any) and build a fresh one, saying each step."""
     path = database_of(workspace)
@@ -105,6 +121,7 @@ def recover(workspace: str, force: bool, options: dict[str, Any], say: Callable[
     if not path.is_file():
         raise CliError(f"no database at {path}: nothing to recover")
     busy_timeout = int(options.get("busy_timeout", DEFAULTS.busy_timeout))
+    checked = os.stat(path)
     found = recovery.quick_check(path, busy_timeout)
     if found is None and not force:
         raise Refused(
@@ -116,6 +133,7 @@ def recover(workspace: str, force: bool, options: dict[str, Any], say: Callable[
     else:
         say(f"{path}: quick_check found: {' '.join(found.split())}")
     with recovery.moving_aside(path.parent, busy_timeout), _sole_user(path, busy_timeout):
+        _still_the_file_checked(path, checked, found, busy_timeout)
         sides = recovery.side_files(path)
         target = recovery.quarantine(path)
     for side in sides:

@@ -26,6 +26,7 @@ import logging
 import os
 import resource
 import sqlite3
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -173,14 +174,17 @@ def set_aside_stale_wal(
             return None
         stamp = clock().strftime("%Y%m%dT%H%M%SZ")
         wal = path.with_name(path.name + "-wal")
-        target = wal.with_name(f"{wal.name}.stale-{stamp}")
-        n = 1
-        while target.exists():
-            n += 1
-            target = wal.with_name(f"{wal.name}.stale-{stamp}-{n}")
         shm = path.with_name(path.name + "-shm")
+
+        def kept(side: Path, n: int) -> Path:
+            return side.with_name(f"{side.name}.stale-{stamp}" + ("" if n == 1 else f"-{n}"))
+
+        n = 1
+        while os.path.lexists(kept(wal, n)) or os.path.lexists(kept(shm, n)):
+            n += 1
         if shm.exists():
-            rename_keeping(shm, path.with_name(f"{shm.name}.stale-{stamp}" + ("" if n == 1 else f"-{n}")))
+            rename_keeping(shm, kept(shm, n))
+        target = kept(wal, n)
         rename_keeping(wal, target)
         _fsync_dir(path.parent)
     log.error(
@@ -206,6 +210,8 @@ def moving_aside(
     Whoever holds it checks again before moving anything.
     """
     fd = os.open(directory, os.O_RDONLY)
+    with _moving_fds_lock:
+        _moving_fds.add(fd)
     try:
         waited = 0.0
         while True:
@@ -224,11 +230,36 @@ def moving_aside(
                 waited += MOVE_LOCK_POLL
         yield
     finally:
-        os.close(fd)  # releases the lock
+        with _moving_fds_lock:
+            _moving_fds.discard(fd)
+            os.close(fd)  # releases the lock
 
 
 #: How often a process waiting for :func:`moving_aside` looks again, in seconds.
 MOVE_LOCK_POLL = 0.005
+
+#: The descriptors :func:`moving_aside` has open in this process.  A ``flock``
+#: belongs to the open file, which a forked child shares: a child keeping its
+#: copy would keep the lock after the parent released it, so the child closes
+#: them at once (closing, unlike ``LOCK_UN``, leaves the parent's lock alone).
+_moving_fds: set[int] = set()
+_moving_fds_lock = threading.Lock()
+
+
+def _close_inherited_moving_fds() -> None:
+    global _moving_fds_lock
+    for fd in _moving_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _moving_fds.clear()
+    _moving_fds_lock = threading.Lock()  # another thread of the parent may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_close_inherited_moving_fds)
+
+
+class KeptFileExistsError(FileExistsError):
+    """A file was not moved aside because its new name is already taken; nothing was replaced."""
 
 
 def rename_keeping(src: Path, dst: Path) -> None:
@@ -241,13 +272,13 @@ def rename_keeping(src: Path, dst: Path) -> None:
     """
     try:
         os.link(src, dst, follow_symlinks=False)
-    except FileExistsError:
-        raise
+    except FileExistsError as err:
+        raise KeptFileExistsError(errno.EEXIST, "will not replace this existing file", str(dst)) from err
     except OSError as err:
         if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
             raise
         if os.path.lexists(dst):
-            raise FileExistsError(errno.EEXIST, "will not replace a kept file", str(dst)) from err
+            raise KeptFileExistsError(errno.EEXIST, "will not replace this existing file", str(dst)) from err
         os.rename(src, dst)
         return
     os.unlink(src)
@@ -274,7 +305,7 @@ def fold_wal(path: Path, busy_timeout_ms: int) -> None:
     if set_aside_stale_wal(path, busy_timeout_ms=busy_timeout_ms) is not None:
         return
     try:
-        conn = connect(str(path), timeout=busy_timeout_ms / 1000, isolation_level=None)
+        conn = connect(file_uri(path, "rw"), uri=True, timeout=busy_timeout_ms / 1000, isolation_level=None)
         try:
             busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
             mode = str(conn.execute("PRAGMA journal_mode = TRUNCATE").fetchone()[0]).lower()
@@ -324,8 +355,13 @@ def _not_a_database(path: Path, found: str) -> sqlite3.DatabaseError:
 
 
 def file_uri(path: Path, mode: str) -> str:
-    """A SQLite ``file:`` URI for ``path`` with ``?mode=`` (the path's bytes, so any name works)."""
-    return f"file:{urllib.parse.quote(os.fsencode(path))}?mode={mode}"
+    """A SQLite ``file:`` URI for ``path`` with ``?mode=`` (the path's bytes, so any name works).
+
+    An absolute path gets an empty authority (``file:///...``), so that one
+    spelled with a leading ``//`` is not read as a host name.
+    """
+    prefix = "file://" if path.is_absolute() else "file:"
+    return f"{prefix}{urllib.parse.quote(os.fsencode(path))}?mode={mode}"
 
 
 def quick_check(path: Path, busy_timeout_ms: int) -> str | None:
@@ -529,6 +565,13 @@ def _explain(path: Path, options: Options, err: BaseException) -> OpenError:
     code = _code(err)
     if is_busy(err):
         return DatabaseBusyError(busy_message(path, options.busy_timeout, err), path=path)
+    if isinstance(err, KeptFileExistsError):
+        return OpenError(
+            f"{path}: could not keep a damaged or stale file aside as {err.filename}: a file of that name "
+            "appeared meanwhile (another program moving files here?). Nothing was overwritten or deleted; "
+            "retry.",
+            path=path,
+        )
     if isinstance(err, IsADirectoryError) or (path.is_dir() and not isinstance(err, PermissionError)):
         return OpenError(
             f"cannot open {path}: it is a directory, not a database file. Move it away, or point the "
