@@ -87,3 +87,17 @@ def test_a_missed_target_is_reported_at_its_floor_only_near_a_floor_estimate_abo
         assert not missed.met and not missed.at_floor and _verdict_line(missed)[2] == "MISSED"
     met = verdict(12.0, 13.6)
     assert met.met and not met.at_floor and _verdict_line(met)[2] == "met"
+
+
+def test_a_ratio_that_rounds_onto_its_limit_is_shown_with_one_more_decimal() -> None:
+    core = next(t for t in TARGETS if t.key == "bulk_core")
+    line = _verdict_line(
+        next(
+            v for v in judge(_rows(bulk_raw=10.0, bulk_core=13.04, bulk_core_floor=13.1)) if v.target is core
+        )
+    )
+    assert line[1] == "1.304x (≤ 1.3x)" and line[2] == "MISSED, at its floor (1.31x)"
+    line = _verdict_line(
+        next(v for v in judge(_rows(bulk_raw=10.0, bulk_core=12.0, bulk_core_floor=13.1)) if v.target is core)
+    )
+    assert line[1] == "1.20x (≤ 1.3x)" and line[2] == "met"

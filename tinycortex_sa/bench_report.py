@@ -218,13 +218,19 @@ def _sections(rows: list[Row]) -> Iterator[tuple[str, list[Row]]]:
         yield current[0].section, current
 
 
+def _ratio_beside(value: float, limit: float) -> str:
+    """A ratio shown next to its limit: one more decimal where two would round onto the limit."""
+    shown = _ratio(value)
+    return f"{value:.3f}x" if shown == f"{limit:.2f}x" and value != limit else shown
+
+
 def _verdict_line(v: Verdict) -> tuple[str, str, str, str]:
     t = v.target
     sign = "<" if t.strict else "≤"
     also = "; ".join(f"{_ratio(r)} vs {what}" for what, r in v.also)
     return (
         f"{t.item}. {t.text}",
-        f"{_ratio(v.ratio)} ({sign} {t.limit:g}x)",
+        f"{_ratio_beside(v.ratio, t.limit)} ({sign} {t.limit:g}x)",
         "met" if v.met else f"MISSED, at its floor ({_ratio(v.floor)})" if v.at_floor else "MISSED",
         also,
     )
