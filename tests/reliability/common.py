@@ -156,13 +156,8 @@ def check_logs(result: Result, lines: list[str], token: str = TOKEN) -> None:
 
 
 def fixtures_root() -> Path:
-    """``../shared/fixtures`` beside the repository (read-only: always copy)."""
-    here = Path(__file__).resolve()
-    for base in (here.parents[2].parent, Path.cwd().parent):
-        candidate = base / "shared" / "fixtures"
-        if candidate.is_dir():
-            return candidate
-    raise RuntimeError("cannot find ../shared/fixtures beside the repository")
+    """The fixture workspaces in ``tests/fixtures`` (never opened in place: always copy)."""
+    return Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def copy_fixture(name: str, dest: Path) -> Path:
