@@ -54,7 +54,7 @@ test-lowest: $(LOWEST_STAMP)
 	$(LOWEST)/bin/python -m pytest -p no:cacheprovider
 
 bench: $(STAMP)
-	$(BIN)/python -m tinycortex_sa.bench --write-docs docs/performance.md
+	$(BIN)/python -m tests.benchmark --write-docs docs/performance.md
 
 reliability: $(STAMP)
 	$(BIN)/python -m tests.reliability --full

@@ -1,7 +1,7 @@
 """Alembic environment of the TinyCortex chunk DB.
 
 The database comes from, in order: a connection (or engine) handed in through
-``config.attributes["connection"]`` (``tinycortex_sa.migrate.initialise``,
+``config.attributes["connection"]`` (``tinycortex_sa.schema.upgrade.initialise``,
 applications, pytest-alembic), ``-x workspace=PATH``, ``$TINYCORTEX_WORKSPACE``, then
 ``sqlalchemy.url`` in ``alembic.ini``.  A connection handed in is used as is
 (its open transaction, if any, becomes the migration's); otherwise the
@@ -22,9 +22,11 @@ from alembic import context
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.engine import Connection
 
-from tinycortex_sa import migrate, reflection, registry
+from tinycortex_sa.connection import registry
+from tinycortex_sa.engine import reflection
 from tinycortex_sa.models import Base
 from tinycortex_sa.options import DEFAULTS, Options
+from tinycortex_sa.schema import upgrade as migrate
 
 config = context.config
 target_metadata = Base.metadata
@@ -69,6 +71,8 @@ def run_on(connection: Connection) -> None:
             transactional_ddl=True,
             compare_type=True,
             compare_server_default=True,
+            # progress of tinycortex_sa's own upgrades (schema.upgrade.reporting)
+            on_version_apply=config.attributes.get("on_version_apply"),
         )
         with context.begin_transaction():
             context.run_migrations()
@@ -105,7 +109,7 @@ def run_online() -> None:
         fileConfig(config.config_file_name, disable_existing_loggers=False)
     engine = given if isinstance(given, sa.Engine) else build_engine()
     try:
-        with migrate.external_migration(), engine.connect() as connection:
+        with registry.external_migration(), engine.connect() as connection:
             run_on(connection)
     finally:
         if engine is not given:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from schema_helpers import copy_fixture, fixtures_root
 
-from tinycortex_sa import api, registry
+from tinycortex_sa.connection import registry
 
 __all__ = ["copy_fixture"]
 
@@ -17,13 +17,7 @@ __all__ = ["copy_fixture"]
 def clean_registry() -> Iterator[None]:
     """Every test starts with no cached connections and leaves none behind."""
     yield
-    for handle in list(registry._handles.values()):
-        if handle.held_by_current_thread:
-            handle.checkin()
-        handle.close()
-    registry._handles.clear()
-    registry._aliases.clear()
-    api._by_workspace.clear()
+    registry.close_all()
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from typing import Any
 from reliability.common import copy_fixture, fixtures_root  # noqa: F401  (re-exported for the schema tests)
 
 import tinycortex_sa
-from tinycortex_sa import migrate
+from tinycortex_sa.connection import registry
+from tinycortex_sa.schema import upgrade
 
 FIXTURES = ("rust-0.1.1-empty", "rust-0.1.1-populated", "rust-legacy-v0", "rust-legacy-wal")
 
@@ -70,8 +71,8 @@ def upgrade_to(workspace: Path, revision: str) -> None:
 
     engine = tinycortex_sa.create_engine(workspace)
     try:
-        with migrate.external_migration(), engine.begin() as connection:
-            command.upgrade(migrate.alembic_config(connection=connection), revision)
+        with registry.external_migration(), engine.begin() as connection:
+            command.upgrade(upgrade.alembic_config(connection=connection), revision)
     finally:
         engine.dispose()
         tinycortex_sa.invalidate(workspace)
@@ -124,7 +125,7 @@ def file_digest(path: Path) -> str:
 
 def alembic_revision(workspace: Path) -> str | None:
     with raw(workspace) as conn:
-        found = migrate.read_revisions(conn)
+        found = upgrade.read_revisions(conn)
     return found[0] if found else None
 
 

@@ -27,7 +27,7 @@ from schema_helpers import (
     user_version,
 )
 
-from tinycortex_sa.schema_version import HEAD
+from tinycortex_sa.schema.version import HEAD
 
 SIGNATURE = "nomic-embed-text@768"
 RETIRED_TREES = "SELECT id FROM mem_tree_trees WHERE kind IN ('global', 'topic')"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import tinycortex_sa
-from tinycortex_sa import registry
+from tinycortex_sa.connection import registry
 
 
 def test_db_path_for() -> None:

@@ -11,10 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tinycortex_sa.bench_core import Row
-from tinycortex_sa.bench_report import TARGETS, Verdict, _verdict_line, judge
+from benchmark.core import Row
+from benchmark.report import TARGETS, Verdict, _verdict_line, judge
 
-#: Every row issue 5 asks for, by key (see tinycortex_sa/bench_*.py).
+#: Every row issue 5 asks for, by key (see tests/benchmark/).
 EXPECTED_ROWS = {
     # reads: floor, lock, transaction cost, open per call
     "raw", "raw_lock", "raw_begin", "open_per_call",
@@ -40,7 +40,7 @@ EXPECTED_ROWS = {
 def test_quick_run_produces_every_row_and_target(tmp_path: Path) -> None:
     docs, out = tmp_path / "performance.md", tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, "-m", "tinycortex_sa.bench", "--quick", "--dir", str(tmp_path),
+        [sys.executable, "-m", "tests.benchmark", "--quick", "--dir", str(tmp_path),
          "--write-docs", str(docs), "--json", str(out)],
         capture_output=True, text=True, timeout=110, check=False,
     )  # fmt: skip

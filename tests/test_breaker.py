@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tinycortex_sa import CircuitOpenError
-from tinycortex_sa.breaker import CircuitBreaker
+from tinycortex_sa.connection.breaker import CircuitBreaker
 
 
 class FakeClock:

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from benchmark.core import chunk_dicts
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 import tinycortex_sa
-from tinycortex_sa.bench_core import chunk_dicts
 from tinycortex_sa.models import Chunk
 
 CHUNKS: sa.Table = Chunk.__table__  # type: ignore[assignment]

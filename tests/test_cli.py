@@ -22,8 +22,11 @@ from typing import Any
 import pytest
 from schema_helpers import alembic_revision, copy_fixture, db_file, open_workspace, raw, user_version
 
-from tinycortex_sa import cli, cli_repair, recovery
-from tinycortex_sa.schema_version import HEAD
+from tinycortex_sa import cli
+from tinycortex_sa.cli import repair
+from tinycortex_sa.connection import registry
+from tinycortex_sa.schema.version import HEAD
+from tinycortex_sa.sqlite import aside
 
 Snapshot = dict[str, tuple[bytes, int]]
 
@@ -284,7 +287,7 @@ def test_upgrade_runs_the_data_migrations_with_options(
 def test_upgrade_shows_a_live_progress_line_on_a_terminal(tmp_path: Path) -> None:
     ws = copy_fixture("rust-legacy-v0", tmp_path / "ws")
     terminal = io.StringIO()
-    lines = cli_repair.upgrade(str(ws), {}, terminal, live=True)
+    lines = repair.upgrade(str(ws), {}, terminal, live=True)
     assert lines == [f"upgraded {db_file(ws)} from no revision to {HEAD} (user_version 2)"]
     shown = terminal.getvalue()
     assert "\r\x1b[2Kupgrading [5/5] 0005_purge_retired_trees  " in shown
@@ -370,16 +373,16 @@ def test_recover_moves_nothing_if_the_file_was_replaced_before_it_got_the_lock(
     built a new database, with a row written since: recover must not move that one too."""
     ws = tmp_path / "ws"
     db = make_corrupt(ws)
-    real = recovery.moving_aside
+    real = registry.move_lock
 
     def an_application_got_there_first(directory: Path, busy_timeout_ms: int) -> Any:
-        recovery.quarantine(db)
+        aside.quarantine(db)
         fresh = sqlite3.connect(db)
         fresh.execute("CREATE TABLE written_since(x)")
         fresh.close()
         return real(directory, busy_timeout_ms)
 
-    monkeypatch.setattr(recovery, "moving_aside", an_application_got_there_first)
+    monkeypatch.setattr(registry, "move_lock", an_application_got_there_first)
     code, _, err = run(capsys, "recover", str(ws))
     assert code != 0 and "was replaced while recover was starting" in err and "Nothing was moved" in err
     assert len([p for p in db.parent.glob("chunks.db.corrupt-*") if not p.name.endswith("-journal")]) == 1

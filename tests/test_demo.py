@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tinycortex_sa import demo
+from tinycortex_sa.cli import demo
 
 
 def test_demo_writes_reads_and_reports(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,9 +11,10 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.orm import Session
 
 import tinycortex_sa
-from tinycortex_sa import OptionError, registry
-from tinycortex_sa.dialect import TinyCortexDialect
-from tinycortex_sa.pool import TinyCortexPool
+from tinycortex_sa import OptionError
+from tinycortex_sa.connection import registry
+from tinycortex_sa.engine.dialect import TinyCortexDialect
+from tinycortex_sa.engine.pool import TinyCortexPool
 
 
 def url_for(ws: Path, query: str = "") -> str:
@@ -32,7 +33,7 @@ def test_entry_point_works_without_importing_the_package(workspace: Path) -> Non
     assert out.split() == [
         "truncate",
         "['tinycortex_sa']",
-        "tinycortex_sa.dialect",
+        "tinycortex_sa.engine.dialect",
         "sqlite",
         "TinyCortexPool",
     ]

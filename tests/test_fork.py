@@ -23,7 +23,8 @@ import pytest
 import sqlalchemy as sa
 
 import tinycortex_sa
-from tinycortex_sa import db_path_for, migrate, registry, with_connection
+from tinycortex_sa import db_path_for, with_connection
+from tinycortex_sa.connection import handle, registry
 from tinycortex_sa.options import Options
 
 pytestmark = pytest.mark.timeout(60)  # a child or parent deadlock fails the test instead of stalling
@@ -38,7 +39,7 @@ def _stub_initialise(conn: sqlite3.Connection, path: Path, options: Options) -> 
 @pytest.fixture(autouse=True)
 def stub_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     """The connection core only: schema migrations have their own suite."""
-    monkeypatch.setattr(migrate, "initialise", _stub_initialise)
+    monkeypatch.setattr(registry, "initialise", _stub_initialise)
 
 
 def dbapi(conn: sa.Connection) -> Any:
@@ -54,7 +55,7 @@ def _setup(workspace: Path, **options: Any) -> sqlite3.Connection:
     return with_connection(workspace, lambda c: c)
 
 
-def _handle(workspace: Path | str) -> registry.FileHandle:
+def _handle(workspace: Path | str) -> handle.FileHandle:
     handle = registry.existing_handle(db_path_for(workspace))
     assert handle is not None
     return handle

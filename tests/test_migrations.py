@@ -28,10 +28,11 @@ from schema_helpers import (
 )
 
 import tinycortex_sa
-from tinycortex_sa import migrate
+from tinycortex_sa.connection import registry
+from tinycortex_sa.errors import IrreversibleMigrationError, SchemaBehindError, UnknownRevisionError
 from tinycortex_sa.options import DEFAULTS
-from tinycortex_sa.schema_errors import IrreversibleMigrationError, SchemaBehindError, UnknownRevisionError
-from tinycortex_sa.schema_version import HEAD, REVISIONS
+from tinycortex_sa.schema import upgrade
+from tinycortex_sa.schema.version import HEAD, REVISIONS
 
 SUMMARY_FOLDERS = ["global", "global-2025", "source-slack-C000", "topic-ml", "topic-rust", "topical-notes"]
 
@@ -58,7 +59,7 @@ def _fails_to_open(ws: Path, match: str, **options: Any) -> pytest.ExceptionInfo
 
 
 def test_schema_version_constants_match_the_script_directory() -> None:
-    script = ScriptDirectory.from_config(migrate.alembic_config())
+    script = ScriptDirectory.from_config(upgrade.alembic_config())
     assert script.get_heads() == [HEAD]
     assert tuple(rev.revision for rev in reversed(list(script.walk_revisions()))) == REVISIONS
 
@@ -69,7 +70,7 @@ def test_fast_path_is_one_query(workspace: Path) -> None:
     statements: list[str] = []
     conn.set_trace_callback(statements.append)
     try:
-        migrate.initialise(conn, db_file(workspace), DEFAULTS)
+        registry.initialise(conn, db_file(workspace), DEFAULTS)
     finally:
         conn.close()
     assert statements == ["SELECT version_num FROM alembic_version"]
@@ -196,8 +197,8 @@ def test_data_migrations_refuse_to_downgrade(workspace: Path) -> None:
     open_workspace(workspace)
     engine = tinycortex_sa.create_engine(workspace)
     try:
-        with migrate.external_migration(), engine.connect() as connection:
-            config = migrate.alembic_config(connection=connection)
+        with registry.external_migration(), engine.connect() as connection:
+            config = upgrade.alembic_config(connection=connection)
             with pytest.raises(IrreversibleMigrationError, match=r"cannot be downgraded.*backup"):
                 command.downgrade(config, "0003_trees_ask")
             connection.rollback()
@@ -212,8 +213,8 @@ def test_schema_revisions_downgrade_to_base_and_back(workspace: Path) -> None:
         at_0003 = schema_snapshot(conn)["tables"]
     engine = tinycortex_sa.create_engine(workspace)
     try:
-        with migrate.external_migration(), engine.begin() as connection:
-            command.downgrade(migrate.alembic_config(connection=connection), "base")
+        with registry.external_migration(), engine.begin() as connection:
+            command.downgrade(upgrade.alembic_config(connection=connection), "base")
     finally:
         engine.dispose()
         tinycortex_sa.invalidate(workspace)
@@ -231,7 +232,7 @@ def _open_in_child(workspace: str, start: Any, results: Any) -> None:
         def emit(self, record: logging.LogRecord) -> None:
             messages.append(record.getMessage())
 
-    logger = logging.getLogger("tinycortex_sa.migrate")
+    logger = logging.getLogger("tinycortex_sa.schema.upgrade")
     logger.addHandler(Collect())
     logger.setLevel(logging.INFO)
     start.wait(30)

@@ -28,7 +28,7 @@ from tinycortex_sa.models import (
     SummaryEmbedding,
     Tree,
 )
-from tinycortex_sa.types import VectorDimensionError, dump_json, pack_vector, unpack_vector
+from tinycortex_sa.schema.types import VectorDimensionError, dump_json, pack_vector, unpack_vector
 
 SIGNALS = (
     "token_count_signal",
@@ -245,7 +245,7 @@ def test_models_read_every_row_the_rust_core_wrote(tmp_path: Path) -> None:
 
 
 def test_json_columns_refuse_nan_which_the_rust_core_cannot_parse() -> None:
-    from tinycortex_sa.types import dump_json
+    from tinycortex_sa.schema.types import dump_json
 
     assert dump_json({"a": [1.5, "é"]}) == '{"a":[1.5,"é"]}'
     with pytest.raises(ValueError, match="JSON compliant"):

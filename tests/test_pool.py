@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 import tinycortex_sa
-from tinycortex_sa import registry
-from tinycortex_sa.pool import TinyCortexPool
+from tinycortex_sa.connection import registry
+from tinycortex_sa.engine.pool import TinyCortexPool
 
 
 def test_dispose_keeps_event_listeners(workspace: Path) -> None:

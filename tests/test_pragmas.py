@@ -7,7 +7,7 @@ import pytest
 
 from tinycortex_sa import JournalModeBusyError, PragmaError
 from tinycortex_sa.options import DEFAULTS, Options
-from tinycortex_sa.pragmas import apply, read
+from tinycortex_sa.sqlite.pragmas import apply, read
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -30,8 +30,9 @@ from pytest_alembic.tests import (  # collected here, with the alembic_runner fi
 from schema_helpers import alembic_revision, copy_fixture, db_file, file_digest, raw, user_version
 
 import tinycortex_sa
-from tinycortex_sa import migrate
-from tinycortex_sa.schema_version import HEAD, REVISIONS
+from tinycortex_sa.connection import registry
+from tinycortex_sa.schema import upgrade
+from tinycortex_sa.schema.version import HEAD, REVISIONS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,9 +47,9 @@ __all__ = [
 @pytest.fixture
 def alembic_runner(workspace: Path) -> Iterator[MigrationContext]:
     engine = tinycortex_sa.create_engine(workspace)
-    config = Config(alembic_config=migrate.alembic_config(), minimum_downgrade_revision=HEAD)
+    config = Config(alembic_config=upgrade.alembic_config(), minimum_downgrade_revision=HEAD)
     try:
-        with migrate.external_migration(), runner(config=config, engine=engine) as context:
+        with registry.external_migration(), runner(config=config, engine=engine) as context:
             yield context
     finally:
         engine.dispose()

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from tinycortex_sa import CorruptDatabaseError, DatabaseBusyError, JournalModeBusyError, OpenError, recovery
+from tinycortex_sa import CorruptDatabaseError, DatabaseBusyError, JournalModeBusyError, OpenError
+from tinycortex_sa.connection import registry
 from tinycortex_sa.options import DEFAULTS, Options
+from tinycortex_sa.sqlite import aside, driver, files, opening
 
 
 def noop_init(conn: sqlite3.Connection, path: Path, options: Options) -> None:
@@ -41,7 +43,7 @@ def sqlite_error(code: int, message: str) -> sqlite3.OperationalError:
 
 def test_new_database_and_directory_are_private(tmp_path: Path) -> None:
     path = tmp_path / "ws" / "memory_tree" / "chunks.db"
-    conn = recovery.open_initialised(path, DEFAULTS, noop_init)
+    conn = opening.open_initialised(path, DEFAULTS, noop_init)
     conn.close()
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.parent.stat().st_mode & 0o777 == 0o700
@@ -49,9 +51,9 @@ def test_new_database_and_directory_are_private(tmp_path: Path) -> None:
 
 def test_io_error_gets_one_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     flaky = FlakyConnect(sqlite_error(5386, "disk I/O error"))
-    monkeypatch.setattr(recovery, "connect", flaky)
+    monkeypatch.setattr(driver, "connect", flaky)
     sleeps: list[float] = []
-    conn = recovery.open_initialised(tmp_path / "a.db", DEFAULTS, noop_init, sleep=sleeps.append)
+    conn = opening.open_initialised(tmp_path / "a.db", DEFAULTS, noop_init, sleep=sleeps.append)
     conn.close()
     assert flaky.calls == 2 and sleeps == [0]
 
@@ -62,17 +64,17 @@ def test_io_error_twice_is_reraised_as_open_error(tmp_path: Path, monkeypatch: p
         sqlite_error(14, "unable to open database file"),
     )
     flaky = FlakyConnect(first, second)
-    monkeypatch.setattr(recovery, "connect", flaky)
+    monkeypatch.setattr(driver, "connect", flaky)
     with pytest.raises(OpenError, match=r"a\.db") as info:
-        recovery.open_initialised(tmp_path / "a.db", DEFAULTS, noop_init, sleep=lambda s: None)
+        opening.open_initialised(tmp_path / "a.db", DEFAULTS, noop_init, sleep=lambda s: None)
     assert flaky.calls == 2 and info.value.__cause__ is second
 
 
 def test_other_errors_are_not_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     flaky = FlakyConnect(sqlite_error(8, "attempt to write a readonly database"))
-    monkeypatch.setattr(recovery, "connect", flaky)
+    monkeypatch.setattr(driver, "connect", flaky)
     with pytest.raises(OpenError, match="owner and mode"):
-        recovery.open_initialised(tmp_path / "a.db", DEFAULTS, noop_init, sleep=lambda s: None)
+        opening.open_initialised(tmp_path / "a.db", DEFAULTS, noop_init, sleep=lambda s: None)
     assert flaky.calls == 1
 
 
@@ -101,14 +103,14 @@ def test_fold_wal_checkpoints_instead_of_deleting(tmp_path: Path) -> None:
     reader.execute("BEGIN")
     assert reader.execute("SELECT count(*) FROM t").fetchone()[0] == 50  # pins the wal
     with pytest.raises(DatabaseBusyError, match="retry"):
-        recovery.fold_wal(path, 50)
+        aside.fold_wal(path, 50)
     assert wal.read_bytes()[: len(wal_bytes)] == wal_bytes
     reader.close()
 
 
 def test_fold_wal_when_nobody_holds_the_file(tmp_path: Path) -> None:
     path = crashed_wal_db(tmp_path, 50)
-    recovery.fold_wal(path, 50)
+    aside.fold_wal(path, 50)
     wal = path.with_name("a.db-wal")
     assert not wal.exists() or wal.stat().st_size == 0
     check = sqlite3.connect(path)
@@ -134,7 +136,7 @@ def test_a_refused_wal_switch_closes_waits_and_tries_again(tmp_path: Path) -> No
         if len(sleeps) == 3:
             holder.close()
 
-    conn = recovery.open_initialised(path, DEFAULTS, noop_init, sleep=sleep)
+    conn = opening.open_initialised(path, DEFAULTS, noop_init, sleep=sleep)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "truncate"
         assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 40
@@ -153,7 +155,7 @@ def test_a_wal_switch_refused_for_busy_timeout_fails_and_keeps_the_wal(tmp_path:
     options = Options(busy_timeout=500)
     try:
         with pytest.raises(JournalModeBusyError, match="another process has it open") as info:
-            recovery.open_initialised(path, options, noop_init, sleep=sleeps.append)
+            opening.open_initialised(path, options, noop_init, sleep=sleeps.append)
         assert wal.read_bytes() == wal_bytes  # (the holder's close folds it in, as SQLite does)
     finally:
         holder.close()
@@ -167,7 +169,7 @@ def test_busy_timeout_zero_does_not_wait_for_a_wal_switch(tmp_path: Path) -> Non
     sleeps: list[float] = []
     try:
         with pytest.raises(JournalModeBusyError):
-            recovery.open_initialised(path, Options(busy_timeout=0), noop_init, sleep=sleeps.append)
+            opening.open_initialised(path, Options(busy_timeout=0), noop_init, sleep=sleeps.append)
     finally:
         holder.close()
     assert sleeps == []
@@ -178,20 +180,20 @@ def test_quarantine_moves_side_files_first_and_keeps_bytes(tmp_path: Path) -> No
     path.write_bytes(b"not a database")
     path.chmod(0o640)
     (tmp_path / "chunks.db-journal").write_bytes(b"journal")
-    moved = recovery.quarantine(path, clock=lambda: datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    moved = aside.quarantine(path, clock=lambda: datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     assert moved.name == "chunks.db.corrupt-20260102T030405Z"
     assert moved.read_bytes() == b"not a database" and moved.stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "chunks.db.corrupt-20260102T030405Z-journal").read_bytes() == b"journal"
     assert not path.exists() and not (tmp_path / "chunks.db-journal").exists()
     path.write_bytes(b"again")
-    second = recovery.quarantine(path, clock=lambda: datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    second = aside.quarantine(path, clock=lambda: datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     assert second.name == "chunks.db.corrupt-20260102T030405Z-2" and second.read_bytes() == b"again"
 
 
 def test_corrupt_file_is_quarantined_and_rebuilt(tmp_path: Path) -> None:
     path = tmp_path / "chunks.db"
     path.write_bytes(b"x" * 4096)
-    conn = recovery.open_initialised(path, DEFAULTS, noop_init)
+    conn = opening.open_initialised(path, DEFAULTS, noop_init)
     assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
     conn.close()
     kept = [p for p in tmp_path.iterdir() if p.name.startswith("chunks.db.corrupt-")]
@@ -202,7 +204,7 @@ def test_on_corrupt_raise_changes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "chunks.db"
     path.write_bytes(b"x" * 4096)
     with pytest.raises(CorruptDatabaseError, match="on_corrupt='raise'"):
-        recovery.open_initialised(path, Options(on_corrupt="raise"), noop_init)
+        opening.open_initialised(path, Options(on_corrupt="raise"), noop_init)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chunks.db"]
     assert path.read_bytes() == b"x" * 4096
 
@@ -216,7 +218,7 @@ def test_a_failing_initialiser_rolls_back_and_closes(tmp_path: Path) -> None:
         raise RuntimeError("half-way")
 
     with pytest.raises(RuntimeError, match="half-way"):
-        recovery.open_initialised(path, DEFAULTS, init)
+        opening.open_initialised(path, DEFAULTS, init)
     check = sqlite3.connect(path)
     assert check.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
     check.close()
@@ -229,19 +231,19 @@ def test_a_file_another_process_quarantined_meanwhile_is_opened_not_refused(
     already kept the file aside and built a new one.  The open uses the new file."""
     path = tmp_path / "chunks.db"
     path.write_bytes(b"x" * 4096)
-    real_quick_check = recovery.quick_check
+    real_quick_check = aside.quick_check
 
     def other_process_got_there_first(p: Path, busy_timeout_ms: int) -> str | None:
-        moved = recovery.quarantine(p)
+        moved = aside.quarantine(p)
         fresh = sqlite3.connect(p)
         fresh.execute("CREATE TABLE built_by_the_other(x)")
         fresh.close()
-        monkeypatch.setattr(recovery, "quick_check", real_quick_check)
+        monkeypatch.setattr(aside, "quick_check", real_quick_check)
         assert moved.read_bytes() == b"x" * 4096
         return real_quick_check(p, busy_timeout_ms)
 
-    monkeypatch.setattr(recovery, "quick_check", other_process_got_there_first)
-    conn = recovery.open_initialised(path, DEFAULTS, noop_init)
+    monkeypatch.setattr(aside, "quick_check", other_process_got_there_first)
+    conn = opening.open_initialised(path, DEFAULTS, noop_init)
     try:
         assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("built_by_the_other",)]
     finally:
@@ -255,10 +257,10 @@ def test_rename_keeping_never_replaces_a_kept_file(tmp_path: Path) -> None:
     src.write_bytes(b"new")
     dst.write_bytes(b"kept by another process")
     with pytest.raises(FileExistsError):
-        recovery.rename_keeping(src, dst)
+        aside.rename_keeping(src, dst)
     assert src.read_bytes() == b"new" and dst.read_bytes() == b"kept by another process"
     dst.unlink()
-    recovery.rename_keeping(src, dst)
+    aside.rename_keeping(src, dst)
     assert not src.exists() and dst.read_bytes() == b"new" and dst.stat().st_nlink == 1
 
 
@@ -268,14 +270,14 @@ def test_rename_keeping_without_hard_links_checks_then_renames(
     def no_links(*args: Any, **kw: Any) -> None:
         raise PermissionError(1, "Operation not permitted")  # what vfat and some FUSE file systems say
 
-    monkeypatch.setattr(recovery.os, "link", no_links)
+    monkeypatch.setattr(files.os, "link", no_links)
     src, dst = tmp_path / "a", tmp_path / "b"
     src.write_bytes(b"a")
     dst.write_bytes(b"b")
     with pytest.raises(FileExistsError):
-        recovery.rename_keeping(src, dst)
+        aside.rename_keeping(src, dst)
     dst.unlink()
-    recovery.rename_keeping(src, dst)
+    aside.rename_keeping(src, dst)
     assert dst.read_bytes() == b"a" and not src.exists()
 
 
@@ -284,11 +286,11 @@ def test_a_damaged_file_is_not_moved_while_another_process_moves_files_aside(tmp
     path = tmp_path / "chunks.db"
     path.write_bytes(b"x" * 4096)
     sleeps: list[float] = []
-    held = recovery.moving_aside(tmp_path, 1000)  # flock is per open file: this holder excludes the open
+    held = registry.move_lock(tmp_path, 1000)  # flock is per open file: this holder excludes the open
     with held, pytest.raises(DatabaseBusyError, match="moving a damaged database") as info:
-        recovery.open_initialised(path, Options(busy_timeout=200), noop_init, sleep=sleeps.append)
+        opening.open_initialised(path, Options(busy_timeout=200), noop_init, sleep=sleeps.append)
     assert str(tmp_path) in str(info.value)
-    assert 0.2 <= sum(sleeps) <= 0.21 and set(sleeps) == {recovery.MOVE_LOCK_POLL}
+    assert 0.2 <= sum(sleeps) <= 0.21 and set(sleeps) == {files.LOCK_POLL}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chunks.db"]
     assert path.read_bytes() == b"x" * 4096
 
@@ -296,17 +298,17 @@ def test_a_damaged_file_is_not_moved_while_another_process_moves_files_aside(tmp
 def test_the_open_waiting_for_the_move_lock_checks_again_and_opens_the_new_file(tmp_path: Path) -> None:
     path = tmp_path / "chunks.db"
     path.write_bytes(b"x" * 4096)
-    holder = recovery.moving_aside(tmp_path, 1000)
+    holder = registry.move_lock(tmp_path, 1000)
     holder.__enter__()
     released: list[Path] = []
 
     def sleep(seconds: float) -> None:  # meanwhile the holder keeps the file aside and builds a new one
         if not released:
-            released.append(recovery.quarantine(path))
+            released.append(aside.quarantine(path))
             sqlite3.connect(path).execute("CREATE TABLE new(x)").connection.close()
             holder.__exit__(None, None, None)
 
-    conn = recovery.open_initialised(path, DEFAULTS, noop_init, sleep=sleep)
+    conn = opening.open_initialised(path, DEFAULTS, noop_init, sleep=sleep)
     try:
         assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("new",)]
     finally:
@@ -321,7 +323,7 @@ def test_a_file_moved_away_just_before_sqlite_opens_it_is_created_0600_not_by_sq
     """SQLite would create a missing file with its own mode; the open uses mode=rw and retries."""
     path = tmp_path / "chunks.db"
     sqlite3.connect(path).execute("CREATE TABLE old(x)").connection.close()
-    real = recovery.connect
+    real = driver.connect
     calls: list[str] = []
 
     def moved_away_first(database: str, **kw: Any) -> sqlite3.Connection:
@@ -330,8 +332,8 @@ def test_a_file_moved_away_just_before_sqlite_opens_it_is_created_0600_not_by_sq
             path.rename(tmp_path / "kept")  # another process keeps it aside right now
         return real(database, **kw)
 
-    monkeypatch.setattr(recovery, "connect", moved_away_first)
-    conn = recovery.open_initialised(path, DEFAULTS, noop_init, sleep=lambda s: None)
+    monkeypatch.setattr(driver, "connect", moved_away_first)
+    conn = opening.open_initialised(path, DEFAULTS, noop_init, sleep=lambda s: None)
     conn.close()
     assert len(calls) == 2 and all(c.endswith("?mode=rw") for c in calls)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -345,7 +347,7 @@ def test_a_file_that_disappears_while_it_is_prepared_is_created_again(
 ) -> None:
     path = tmp_path / "chunks.db"
     path.write_bytes(b"")
-    real = recovery._writable
+    real = files._writable
     checks: list[Path] = []
 
     def vanishing(p: Path, mode: int) -> bool:
@@ -355,20 +357,20 @@ def test_a_file_that_disappears_while_it_is_prepared_is_created_again(
             return real(p, mode)  # False: it is gone
         return real(p, mode)
 
-    monkeypatch.setattr(recovery, "_writable", vanishing)
-    recovery.open_initialised(path, DEFAULTS, noop_init).close()
+    monkeypatch.setattr(files, "_writable", vanishing)
+    opening.open_initialised(path, DEFAULTS, noop_init).close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and (tmp_path / "kept").exists()
 
 
 def test_paths_that_are_not_utf8_get_a_working_uri(tmp_path: Path) -> None:
     directory = tmp_path / os.fsdecode(b"caf\xe9 #1?")
-    conn = recovery.open_initialised(directory / "chunks.db", DEFAULTS, noop_init)
+    conn = opening.open_initialised(directory / "chunks.db", DEFAULTS, noop_init)
     try:
         conn.execute("CREATE TABLE t(x)")
     finally:
         conn.close()
     assert "chunks.db" in os.listdir(directory)
-    assert recovery.quick_check(directory / "chunks.db", 100) is None
+    assert aside.quick_check(directory / "chunks.db", 100) is None
 
 
 def test_a_forked_child_does_not_keep_the_move_lock(tmp_path: Path) -> None:
@@ -376,7 +378,7 @@ def test_a_forked_child_does_not_keep_the_move_lock(tmp_path: Path) -> None:
     import fcntl
 
     read_end, write_end = os.pipe()
-    with recovery.moving_aside(tmp_path, 1000):
+    with registry.move_lock(tmp_path, 1000):
         pid = os.fork()
         if pid == 0:  # the child lives on, as a multiprocessing worker would
             os.close(read_end)
@@ -390,7 +392,7 @@ def test_a_forked_child_does_not_keep_the_move_lock(tmp_path: Path) -> None:
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if the child kept it
         finally:
             os.close(other)
-        with recovery.moving_aside(tmp_path, 0):
+        with registry.move_lock(tmp_path, 0):
             pass
     finally:
         os.kill(pid, signal.SIGKILL)
@@ -404,7 +406,7 @@ def test_a_stale_wal_another_process_kept_aside_meanwhile_is_not_moved_again(tmp
     sqlite3.connect(path).execute("CREATE TABLE t(x)").connection.close()
     wal = path.with_name("chunks.db-wal")
     wal.write_bytes(b"stale" * 100)
-    holder = recovery.moving_aside(tmp_path, 1000)
+    holder = registry.move_lock(tmp_path, 1000)
     holder.__enter__()
     moved: list[Path] = []
 
@@ -414,7 +416,7 @@ def test_a_stale_wal_another_process_kept_aside_meanwhile_is_not_moved_again(tmp
             os.rename(wal, moved[0])
             holder.__exit__(None, None, None)
 
-    assert recovery.set_aside_stale_wal(path, sleep=sleep) is None
+    assert aside.set_aside_stale_wal(path, sleep=sleep) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chunks.db", "chunks.db-wal.stale-by-the-other"]
 
 
@@ -425,7 +427,7 @@ def test_a_stale_wal_is_kept_under_a_name_free_for_its_shm_too(tmp_path: Path) -
     path.with_name("chunks.db-shm").write_bytes(b"s" * 100)
     stamp = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     path.with_name("chunks.db-shm.stale-20260102T030405Z").write_bytes(b"left by an earlier set-aside")
-    target = recovery.set_aside_stale_wal(path, clock=lambda: stamp)
+    target = aside.set_aside_stale_wal(path, clock=lambda: stamp)
     assert target is not None and target.name == "chunks.db-wal.stale-20260102T030405Z-2"
     assert path.with_name("chunks.db-shm.stale-20260102T030405Z-2").read_bytes() == b"s" * 100
     assert (
@@ -438,15 +440,15 @@ def test_a_name_taken_while_moving_aside_is_a_clear_error_and_nothing_is_replace
 ) -> None:
     path = tmp_path / "chunks.db"
     path.write_bytes(b"x" * 4096)
-    real = recovery.rename_keeping
+    real = aside.rename_keeping
 
     def another_program_took_the_name(src: Path, dst: Path) -> None:
         dst.write_bytes(b"someone else's file")
         real(src, dst)
 
-    monkeypatch.setattr(recovery, "rename_keeping", another_program_took_the_name)
+    monkeypatch.setattr(aside, "rename_keeping", another_program_took_the_name)
     with pytest.raises(OpenError, match="a file of that name appeared meanwhile") as info:
-        recovery.open_initialised(path, DEFAULTS, noop_init)
+        opening.open_initialised(path, DEFAULTS, noop_init)
     assert "Nothing was overwritten" in str(info.value) and str(path) in str(info.value)
     assert path.read_bytes() == b"x" * 4096
     assert [p.read_bytes() for p in tmp_path.glob("chunks.db.corrupt-*")] == [b"someone else's file"]
@@ -455,7 +457,7 @@ def test_a_name_taken_while_moving_aside_is_a_clear_error_and_nothing_is_replace
 def test_a_path_spelled_with_a_leading_double_slash_opens(tmp_path: Path) -> None:
     path = Path("/" + str(tmp_path / "chunks.db"))  # "//tmp/...": the same file on Linux
     assert str(path).startswith("//")
-    conn = recovery.open_initialised(path, DEFAULTS, noop_init)
+    conn = opening.open_initialised(path, DEFAULTS, noop_init)
     conn.execute("CREATE TABLE t(x)")
     conn.close()
-    assert recovery.quick_check(path, 100) is None and (tmp_path / "chunks.db").stat().st_size > 0
+    assert aside.quick_check(path, 100) is None and (tmp_path / "chunks.db").stat().st_size > 0

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tinycortex_sa import NestedCheckoutError, OptionConflictError, registry
+from tinycortex_sa import NestedCheckoutError, OptionConflictError
+from tinycortex_sa.connection import registry
 
 
 def test_spellings_share_one_handle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,7 +60,7 @@ def test_after_fork_the_old_connection_is_kept_alive_not_closed(tmp_path: Path) 
     handle.checkin()
     generation = handle.generation
     before = __import__("sys").getrefcount(conn)
-    handle._after_fork_in_child()  # what os.register_at_fork runs in a child
+    handle.after_fork_in_child()  # what os.register_at_fork runs in a child
     assert handle.conn is None and handle.generation == generation + 1
     assert __import__("sys").getrefcount(conn) == before  # our extra reference replaced the handle's
     with pytest.raises(sqlite3.DatabaseError, match="not authorized"):  # refused, but not closed
@@ -85,12 +86,13 @@ def test_interpreter_exit_closes_the_connection(workspace: Path) -> None:
 import atexit, sys
 
 def report():  # registered first, so it runs after the library's own exit hook
-    from tinycortex_sa import registry, db_path_for
+    from tinycortex_sa import db_path_for
     handle = registry.existing_handle(db_path_for(sys.argv[1]))
     print("closed" if handle is not None and handle.conn is None else "still open")
 
 atexit.register(report)
 import tinycortex_sa
+from tinycortex_sa.connection import registry
 engine = tinycortex_sa.create_engine(sys.argv[1])
 with engine.connect() as conn:
     conn.exec_driver_sql("SELECT 1")

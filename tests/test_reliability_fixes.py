@@ -38,7 +38,8 @@ from reliability.common import (
 )
 
 import tinycortex_sa
-from tinycortex_sa import db_path_for, registry
+from tinycortex_sa import db_path_for
+from tinycortex_sa.connection import registry
 
 pytestmark = pytest.mark.timeout(60)
 

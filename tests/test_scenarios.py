@@ -34,8 +34,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 import tinycortex_sa
-from tinycortex_sa import db_path_for, invalidate, migrate, recovery, registry, with_connection
+from tinycortex_sa import db_path_for, invalidate, with_connection
+from tinycortex_sa.connection import handle, registry
 from tinycortex_sa.options import Options
+from tinycortex_sa.sqlite import driver, files
 
 pytestmark = pytest.mark.timeout(30)  # a deadlock fails the test instead of stalling the suite
 
@@ -63,7 +65,7 @@ class InitCounter:
 @pytest.fixture(autouse=True)
 def init_counter(monkeypatch: pytest.MonkeyPatch) -> InitCounter:
     counter = InitCounter()
-    monkeypatch.setattr(migrate, "initialise", counter)
+    monkeypatch.setattr(registry, "initialise", counter)
     return counter
 
 
@@ -84,7 +86,7 @@ def the_connection(workspace: Path | str, **options: Any) -> sqlite3.Connection:
     return with_connection(workspace, lambda conn: conn, **options)
 
 
-def handle_of(workspace: Path) -> registry.FileHandle:
+def handle_of(workspace: Path) -> handle.FileHandle:
     handle = registry.existing_handle(db_path_for(workspace))
     assert handle is not None
     return handle
@@ -626,6 +628,11 @@ def test_wal_fixture_held_open_elsewhere_fails_with_a_retryable_error(
 _ARRIVING_SCRIPT = """
 import sys, time
 import tinycortex_sa
+from tinycortex_sa.sqlite import driver
+from tinycortex_sa.sqlite import files
+from tinycortex_sa.connection import handle
+from tinycortex_sa.connection import registry
+from tinycortex_sa.schema import upgrade
 start = float(sys.argv[2])
 while time.time() < start:
     time.sleep(0.0002)
@@ -824,16 +831,16 @@ def test_breaker_trips_refuses_without_io_lets_one_trial_through_and_recovers(
     caplog.set_level(logging.INFO, logger=LOGGER)
     path = db_path_for(workspace)
     path.mkdir(parents=True)  # unopenable: a directory stands where the file should be
-    spy = ConnectSpy(recovery.connect)
-    monkeypatch.setattr(recovery, "connect", spy)
+    spy = ConnectSpy(driver.connect)
+    monkeypatch.setattr(driver, "connect", spy)
     prepared: list[Path] = []
-    real_prepare = recovery._prepare
+    real_prepare = files.prepare
 
     def counting_prepare(p: Path) -> None:
         prepared.append(p)
         real_prepare(p)
 
-    monkeypatch.setattr(recovery, "_prepare", counting_prepare)
+    monkeypatch.setattr(files, "prepare", counting_prepare)
     handle = registry.handle_for(path)
     clock = FakeClock()
     handle.breaker.clock = clock

@@ -15,20 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from tinycortex_sa.schema_version import HEAD, REVISIONS
+from tinycortex_sa.schema.version import HEAD, REVISIONS
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("tinycortex_sa", "migrations", "pyproject.toml", "README.md")
 
 SCRIPT = """
 import sys, tinycortex_sa
-from tinycortex_sa import migrate
+from tinycortex_sa.schema import upgrade
 engine = tinycortex_sa.create_engine(sys.argv[1])
 with engine.connect() as conn:
     print(conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar())
     print(conn.exec_driver_sql("PRAGMA user_version").scalar())
 print(tinycortex_sa.__file__)
-print(migrate.script_location())
+print(upgrade.script_location())
 """
 
 
@@ -54,6 +54,9 @@ def test_wheel_ships_the_migrations_and_auto_migrates(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"tinycortex_sa/migrations/env.py", "tinycortex_sa/migrations/script.py.mako"} <= names
     assert {f"tinycortex_sa/migrations/versions/{r}.py" for r in REVISIONS} <= names
+    packages = {"cli", "connection", "engine", "schema", "sqlite"}
+    assert {f"tinycortex_sa/{p}/__init__.py" for p in packages} <= names
+    assert not [n for n in names if "bench" in n or n.startswith("tests/")], "the benchmark stays in tests/"
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .api import breaker_state, create_engine, db_path_for, invalidate, with_connection
-from .breaker import BreakerState
+from .connection.breaker import BreakerState
 from .errors import (
     CheckoutError,
     CheckoutTimeoutError,
@@ -13,17 +13,22 @@ from .errors import (
     DatabaseMovedError,
     DiskFullError,
     ForkedInUseError,
+    IrreversibleMigrationError,
     JournalModeBusyError,
     NestedCheckoutError,
     OpenError,
     OptionConflictError,
     OptionError,
     PragmaError,
+    SchemaBehindError,
+    SchemaError,
+    StatementBusyError,
+    StatementDiskFullError,
+    StatementMovedError,
     TinyCortexError,
+    UnknownRevisionError,
 )
 from .options import Options
-from .schema_errors import IrreversibleMigrationError, SchemaBehindError, SchemaError, UnknownRevisionError
-from .sql_errors import StatementBusyError, StatementDiskFullError, StatementMovedError
 
 __all__ = [
     "BreakerState",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -12,35 +11,22 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import registry as _dialects
 
 from . import options as opts
-from . import recovery, registry
-from .breaker import BreakerState
+from .connection import registry
+from .connection.breaker import BreakerState
+from .sqlite import codes
 
 # The same dialect the "sqlalchemy.dialects" entry point names, registered directly so that the
 # first create_engine() of a process does not scan every installed distribution's entry points
 # (about 5 ms).  Without importing tinycortex_sa, the entry point still finds it.
-_dialects.register("sqlite.tinycortex", "tinycortex_sa.dialect", "TinyCortexDialect")
+_dialects.register("sqlite.tinycortex", "tinycortex_sa.engine.dialect", "TinyCortexDialect")
 
 T = TypeVar("T")
-Workspace = str | os.PathLike[str]
-
-_by_workspace: dict[str, registry.FileHandle] = {}
+Workspace = registry.Workspace
 
 
 def db_path_for(workspace: Workspace) -> Path:
     """The chunk DB of ``workspace``: ``<workspace>/memory_tree/chunks.db``."""
-    return Path(workspace) / "memory_tree" / "chunks.db"
-
-
-def _handle(workspace: Workspace, explicit: dict[str, Any]) -> registry.FileHandle:
-    key = os.fspath(workspace)
-    handle = _by_workspace.get(key)  # only absolute spellings are ever stored
-    if handle is None:
-        handle = registry.handle_for(db_path_for(workspace), explicit)
-        if os.path.isabs(key):
-            _by_workspace[key] = handle
-    elif explicit or not handle._fixed:
-        handle.fix_options(explicit)
-    return handle
+    return registry.db_path_for(workspace)
 
 
 def create_engine(workspace: Workspace, **options: Any) -> sa.Engine:
@@ -62,14 +48,14 @@ def with_connection(workspace: Workspace, fn: Callable[[sqlite3.Connection], T],
     raises; an exception from ``fn`` propagates unchanged.
     """
     explicit = opts.parse(options) if options else {}
-    handle = _handle(workspace, explicit)
+    handle = registry.handle_for_workspace(workspace, explicit)
     conn = handle.checkout(explicit.get("checkout_timeout", handle.options.checkout_timeout))
     try:
         return fn(conn)
     except sqlite3.DatabaseError as err:
-        if recovery.is_corruption(err):
+        if codes.is_corruption(err):
             handle.suspect_corruption()  # the next open confirms with quick_check and quarantines
-        elif recovery.is_moved(err):
+        elif codes.is_moved(err):
             handle.close()  # renamed under us: the next call opens the file now at the path
         raise
     finally:

@@ -1,13 +1,19 @@
-"""The typed errors tinycortex_sa raises itself.
+"""Every exception tinycortex_sa defines, in one place.
 
-Every one derives from :class:`TinyCortexError`, so an application can catch
-the library's refusals in one place while SQLite's own errors (from the
-caller's SQL) keep their usual SQLAlchemy / ``sqlite3`` types.
+Each public one derives from :class:`TinyCortexError`, so an application can
+catch the library's refusals in one place while SQLite's own errors (from the
+caller's SQL) keep their usual SQLAlchemy / ``sqlite3`` types.  The statement
+errors are *also* SQLAlchemy ``OperationalError``\\ s, so code that catches
+either type keeps working.
 """
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 
 class TinyCortexError(Exception):
@@ -58,7 +64,7 @@ class OpenError(TinyCortexError):
     """The database file."""
 
     def __init__(self, *args: object, path: Path | None = None) -> None:
-        # positional arguments pass through: the statement errors of sql_errors also
+        # positional arguments pass through: the statement errors below also
         # derive from SQLAlchemy's OperationalError, whose __init__ chain reaches here
         super().__init__(*args)
         if path is not None:
@@ -89,3 +95,88 @@ class JournalModeBusyError(PragmaError, DatabaseBusyError):
 
 class CorruptDatabaseError(OpenError):
     """The database file is damaged (confirmed by ``PRAGMA quick_check``)."""
+
+
+# -- schema version ------------------------------------------------------------------------------
+
+
+class SchemaError(OpenError):
+    """The database's schema revision does not let this version open it."""
+
+    def __init__(self, message: str, *, path: Path, revision: str | None) -> None:
+        super().__init__(message, path=path)
+        self.revision = revision
+
+
+class SchemaBehindError(SchemaError):
+    """The database is behind head and ``auto_migrate`` is off: run ``alembic upgrade head``."""
+
+
+class UnknownRevisionError(SchemaError):
+    """The database is stamped with a revision this version does not know (newer code wrote it)."""
+
+
+class IrreversibleMigrationError(TinyCortexError):
+    """A data migration was asked to run backwards; the data it replaced is gone."""
+
+
+# -- the caller's statements ----------------------------------------------------------------------
+
+
+class _Explained(OperationalError):
+    """A SQLAlchemy ``OperationalError`` with the file and the fix in its message."""
+
+    path: Path
+
+    @classmethod
+    def wrap(cls, err: DBAPIError, orig: BaseException, path: Path, explanation: str) -> _Explained:
+        new = cls(err.statement, err.params, orig, err.hide_parameters, err.connection_invalidated)
+        new.path = path
+        new.add_detail(explanation)
+        return new
+
+    def __reduce__(self) -> Any:
+        reduced: tuple[Any, Any, dict[str, Any]] = super().__reduce__()  # type: ignore[assignment]
+        cls, args, state = reduced
+        return cls, args, {**state, "path": self.path}
+
+
+class StatementBusyError(_Explained, DatabaseBusyError):
+    """Another process held the file's lock past ``busy_timeout`` during the caller's statement."""
+
+
+class StatementDiskFullError(_Explained, DiskFullError):
+    """The caller's write failed because the disk is full or a file-size limit was reached."""
+
+
+class StatementMovedError(_Explained, DatabaseMovedError):
+    """The caller's write found the file renamed or replaced under the open connection."""
+
+
+# -- values -----------------------------------------------------------------------------------------
+
+
+class VectorDimensionError(TinyCortexError, ValueError):
+    """A vector's length does not match its row's ``dim``, or its bytes are not float32s."""
+
+
+# -- internal: caught and translated before they reach an application ------------------------------
+
+
+class KeptFileExistsError(FileExistsError):
+    """A file was not moved aside because its new name is already taken; nothing was replaced."""
+
+    def __init__(self, filename: str) -> None:
+        super().__init__(errno.EEXIST, "will not replace this existing file", filename)
+
+
+class CliError(Exception):
+    """A failure the command line reports as one line, with exit status :attr:`exit_code`."""
+
+    exit_code = 3
+
+
+class Refused(CliError):
+    """The command declined to act (a healthy file given to ``recover``): exit status 1."""
+
+    exit_code = 1

@@ -14,20 +14,18 @@ Create Date: 2025-11-26
 
 from __future__ import annotations
 
-import logging
 import time
 
 from alembic import op
 
-from tinycortex_sa.migrate import current_data_settings
-from tinycortex_sa.schema_errors import IrreversibleMigrationError
+from tinycortex_sa.errors import IrreversibleMigrationError
+from tinycortex_sa.schema.upgrade import current_data_settings, report
 
 revision: str = "0004_legacy_embeddings"
 down_revision: str | None = "0003_trees_ask"
 branch_labels: str | None = None
 depends_on: str | None = None
 
-log = logging.getLogger("tinycortex_sa.migrations")
 
 #: (legacy table, sidecar table, sidecar key column)
 SOURCES: tuple[tuple[str, str, str], ...] = (
@@ -42,7 +40,7 @@ def upgrade() -> None:
     """Copy the legacy blobs that match the configured dimension, then set user_version 1."""
     bind = op.get_bind()
     if int(bind.exec_driver_sql("PRAGMA user_version").scalar() or 0) >= 1:
-        log.info("legacy embeddings: user_version >= 1, already migrated; nothing to do")
+        report("legacy embeddings: user_version >= 1, already migrated; nothing to do")
         return
     settings = current_data_settings()
     size = 4 * settings.embedding_dim
@@ -59,7 +57,7 @@ def upgrade() -> None:
             "vector = excluded.vector, dim = excluded.dim, created_at = excluded.created_at",
             (settings.signature, settings.embedding_dim, now, size),
         ).rowcount
-        log.info(
+        report(
             "legacy embeddings: %s: copied %d into %s as %s; skipped %d whose size is not "
             "%d float32 values (dimension mismatch)",
             legacy,

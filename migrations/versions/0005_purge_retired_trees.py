@@ -16,21 +16,19 @@ Create Date: 2025-11-26
 
 from __future__ import annotations
 
-import logging
 import shutil
 from pathlib import Path
 
 from alembic import op
 
-from tinycortex_sa.migrate import current_data_settings
-from tinycortex_sa.schema_errors import IrreversibleMigrationError
+from tinycortex_sa.errors import IrreversibleMigrationError
+from tinycortex_sa.schema.upgrade import current_data_settings, report
 
 revision: str = "0005_purge_retired_trees"
 down_revision: str | None = "0004_legacy_embeddings"
 branch_labels: str | None = None
 depends_on: str | None = None
 
-log = logging.getLogger("tinycortex_sa.migrations")
 
 _TREES = "SELECT id FROM mem_tree_trees WHERE kind IN ('global', 'topic')"
 _SUMMARIES = "SELECT id FROM mem_tree_summaries WHERE tree_kind IN ('global', 'topic')"
@@ -65,13 +63,13 @@ def upgrade() -> None:
     """Delete the retired rows and folders, then set user_version 2."""
     bind = op.get_bind()
     if int(bind.exec_driver_sql("PRAGMA user_version").scalar() or 0) >= 2:
-        log.info("retired trees: user_version >= 2, already purged; nothing to do")
+        report("retired trees: user_version >= 2, already purged; nothing to do")
         return
     deleted = sum(bind.exec_driver_sql(statement).rowcount for statement in DELETES)
     folders = retired_folders(current_data_settings().content_root)
     for folder in folders:
         shutil.rmtree(folder)
-    log.info("retired trees: deleted %d rows and %d summary folders", deleted, len(folders))
+    report("retired trees: deleted %d rows and %d summary folders", deleted, len(folders))
     bind.exec_driver_sql("PRAGMA user_version = 2")
 
 

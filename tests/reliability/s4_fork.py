@@ -32,7 +32,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 import tinycortex_sa
-from tinycortex_sa import db_path_for, models, registry
+from tinycortex_sa import db_path_for, models
+from tinycortex_sa.connection import registry
 
 from .common import INSERT_CHUNK, TOKEN, Context, Result, chunk_row, forget, prepare_head, scalar
 

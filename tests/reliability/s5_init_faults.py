@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import tinycortex_sa
-from tinycortex_sa import db_path_for, migrate, recovery, registry
+from tinycortex_sa import db_path_for
+from tinycortex_sa.connection import registry
 from tinycortex_sa.errors import PragmaError
+from tinycortex_sa.sqlite import driver
 
 from .common import Context, Result, forget
 
@@ -90,15 +92,15 @@ def _error(code: int, message: str) -> sqlite3.OperationalError:
 
 
 class Script:
-    """Replaces recovery.connect and migrate.initialise; fails as told for the next attempt."""
+    """Replaces driver.connect and registry.initialise; fails as told for the next attempt."""
 
     def __init__(self) -> None:
         self.outcome = "ok"
         self.connects = 0
         self.gate: threading.Event | None = None
         self.entered = threading.Event()
-        self._real_connect = recovery.connect
-        self._real_initialise = migrate.initialise
+        self._real_connect = driver.connect
+        self._real_initialise = registry.initialise
 
     def connect(self, *args: Any, **kw: Any) -> sqlite3.Connection:
         self.connects += 1
@@ -123,12 +125,12 @@ class Script:
         self._real_initialise(conn, path, options)
 
     def install(self) -> None:
-        recovery.connect = self.connect  # type: ignore[assignment]
-        migrate.initialise = self.initialise  # type: ignore[assignment]
+        driver.connect = self.connect  # type: ignore[assignment]
+        registry.initialise = self.initialise  # type: ignore[assignment]
 
     def uninstall(self) -> None:
-        recovery.connect = self._real_connect  # type: ignore[assignment]
-        migrate.initialise = self._real_initialise  # type: ignore[assignment]
+        driver.connect = self._real_connect  # type: ignore[assignment]
+        registry.initialise = self._real_initialise  # type: ignore[assignment]
 
 
 FAILURES = ("io", "cantopen", "init", "pragma")

@@ -20,60 +20,40 @@ SQL_CALLS = frozenset({"execute", "executemany", "executescript", "exec_driver_s
 
 #: (file, expression) -> why it is safe.  Expressions are ast.unparse() of the interpolated part.
 REVIEWED: dict[tuple[str, str], str] = {
-    ("tinycortex_sa/pragmas.py", "ms"): "int(options.busy_timeout): an int converted by options.py",
+    ("tinycortex_sa/sqlite/pragmas.py", "ms"): "int(options.busy_timeout): an int converted by options.py",
     (
-        "tinycortex_sa/pragmas.py",
+        "tinycortex_sa/sqlite/pragmas.py",
         "sql",
     ): "_scalar(conn, sql): every caller passes a literal or the ms f-string",
-    ("tinycortex_sa/pragmas.py", "name"): "read(): loops over a literal tuple of four pragma names",
+    ("tinycortex_sa/sqlite/pragmas.py", "name"): "read(): loops over a literal tuple of four pragma names",
     (
-        "tinycortex_sa/dialect.py",
+        "tinycortex_sa/engine/dialect.py",
         "self._isolation_lookup[level]",
     ): "SQLAlchemy's fixed isolation-level table (ints)",
     (
-        "tinycortex_sa/dialect.py",
+        "tinycortex_sa/engine/dialect.py",
         "statement",
     ): "do_execute(): SQLAlchemy's compiled statement, parameters bound",
     (
-        "tinycortex_sa/dialect.py",
+        "tinycortex_sa/engine/dialect.py",
         "handle.begin_mode",
     ): "BEGIN mode: one of BEGIN_MODES, checked by set_characteristic",
     (
-        "tinycortex_sa/orm_base.py",
+        "tinycortex_sa/schema/base.py",
         "sql",
     ): "default(sql): server defaults spelled in the models, never caller text",
-    ("tinycortex_sa/cli_inspect.py", "name"): "loops over FILE_PRAGMAS, a fixed tuple",
-    ("tinycortex_sa/cli_inspect.py", "table"): "loops over model_tables(): the models' own table names",
-    ("tinycortex_sa/cli_doctor.py", "INTEGRITY_LIMIT"): "a module constant int",
-    ("tinycortex_sa/bench_core.py", "pragma"): "benchmark: loops over the fixed PRAGMAS tuple",
+    ("tinycortex_sa/cli/inspect.py", "name"): "loops over FILE_PRAGMAS, a fixed tuple",
+    ("tinycortex_sa/cli/inspect.py", "table"): "loops over model_tables(): the models' own table names",
+    ("tinycortex_sa/cli/doctor.py", "INTEGRITY_LIMIT"): "a module constant int",
     (
         "migrations/versions/0002_additive_columns.py",
         "table",
     ): "has_column(): called with names from STEPS (fixed)",
     ("migrations/versions/0002_additive_columns.py", "step"): "loops over STEPS, a fixed tuple of DDL",
-    ("tinycortex_sa/dialect.py", "_BEGIN_SQL[handle.begin_mode]"): "a dict built from BEGIN_MODES (fixed); "
-    "begin_mode is checked against it by set_characteristic",
     (
-        "tinycortex_sa/bench_cold.py",
-        "ddl",
-    ): "benchmark tool: the DDL file its operator names (not library API)",
-    **{
-        (f"tinycortex_sa/{m}.py", "INSERT_SQL"): "benchmark: bench_core.INSERT_SQL, built from the Chunk "
-        "model's column names, values bound as parameters"
-        for m in ("bench_core", "bench_threads", "bench_writes")
-    },
-    (
-        "tinycortex_sa/bench_threads.py",
-        "insert",
-    ): "sa.insert(CHUNK_TABLE): a SQLAlchemy construct, bound parameters",
-    (
-        "tinycortex_sa/bench_writes.py",
-        "insert",
-    ): "sa.insert(CHUNK_TABLE): a SQLAlchemy construct, bound parameters",
-    (
-        "tinycortex_sa/bench_writes.py",
-        "batch_sql",
-    ): "benchmark: INSERT_SQL split at VALUES, its fixed '(?, ...)' group once per row; values bound",
+        "tinycortex_sa/engine/dialect.py",
+        "_BEGIN_SQL[handle.begin_mode]",
+    ): "a dict built from BEGIN_MODES (fixed); begin_mode is checked against it by set_characteristic",
 }
 
 
@@ -171,7 +151,12 @@ def _imported_constants(tree: ast.Module, package_consts: dict[str, set[str]]) -
 
 
 def audit(root: Path = ROOT) -> list[Site]:
-    files = sorted([*root.joinpath("tinycortex_sa").glob("*.py"), *root.joinpath("migrations").rglob("*.py")])
+    files = sorted(
+        [
+            *root.joinpath("tinycortex_sa").rglob("*.py"),
+            *root.joinpath("migrations").rglob("*.py"),
+        ]
+    )
     sites: list[Site] = []
     trees = {path: ast.parse(path.read_text(encoding="utf-8")) for path in files}
     package_consts = {

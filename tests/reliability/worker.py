@@ -31,7 +31,7 @@ import sqlalchemy.orm
 from sqlalchemy.orm import Session
 
 import tinycortex_sa
-from tinycortex_sa import models, schema_errors  # noqa: F401
+from tinycortex_sa import models
 
 
 def out(line: str) -> None:

@@ -1,0 +1,1 @@
+"""The SQLAlchemy side: the ``sqlite+tinycortex`` dialect, its pool, statement errors, reflection."""

@@ -1,0 +1,194 @@
+"""The ``sqlite+tinycortex`` dialect: pysqlite with the chunk DB's rules.
+
+* Options arrive as named keyword arguments (so ``create_engine`` rejects
+  typos) or URL query parameters; both are validated by
+  :mod:`tinycortex_sa.options`.
+* The pool is always :class:`~tinycortex_sa.engine.pool.TinyCortexPool`: one shared
+  connection per file, process-wide.
+* The library, not the driver, emits BEGIN (SQLAlchemy's pysqlite recipe):
+  ``BEGIN IMMEDIATE`` by default so that writers from several processes wait
+  on ``busy_timeout``; ``execution_options(tinycortex_begin="deferred")`` runs
+  read-only work under a deferred BEGIN.
+* A plain INSERT with many parameter sets is sent as multi-row
+  ``INSERT ... VALUES (...), (...)`` batches (SQLAlchemy's "insertmanyvalues",
+  which it uses for RETURNING already), not as one statement per row:
+  SQLAlchemy's own per-row cost is then close to raw ``executemany``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine.characteristics import ConnectionCharacteristic
+from sqlalchemy.engine.interfaces import ConnectArgsType, DBAPIConnection, Dialect, IsolationLevel
+from sqlalchemy.pool import Pool
+
+from .. import options as opts
+from ..connection import registry
+from ..connection.handle import FileHandle
+from ..errors import OptionError
+from . import reflection, statement_errors
+from .pool import TinyCortexPool
+
+BEGIN_MODES = {"immediate": "BEGIN IMMEDIATE", "deferred": "BEGIN DEFERRED", "exclusive": "BEGIN EXCLUSIVE"}
+#: ``FileHandle.begin_mode`` (upper case) to its statement, built once rather than at every BEGIN.
+_BEGIN_SQL = {mode.upper(): sql for mode, sql in BEGIN_MODES.items()}
+
+
+class BeginCharacteristic(ConnectionCharacteristic):
+    """The ``tinycortex_begin`` execution option: how the next transaction begins."""
+
+    transactional = True
+
+    def reset_characteristic(self, dialect: Dialect, dbapi_conn: DBAPIConnection) -> None:
+        handle = getattr(dialect, "tinycortex_handle", None)
+        if handle is not None:
+            handle.begin_mode = "IMMEDIATE"
+
+    def set_characteristic(self, dialect: Dialect, dbapi_conn: DBAPIConnection, value: Any) -> None:
+        if value not in BEGIN_MODES:
+            raise OptionError(
+                f"execution option tinycortex_begin must be one of {sorted(BEGIN_MODES)}, got {value!r}"
+            )
+        handle = getattr(dialect, "tinycortex_handle", None)
+        if handle is not None:
+            handle.begin_mode = value.upper()
+
+    def get_characteristic(self, dialect: Dialect, dbapi_conn: DBAPIConnection) -> Any:
+        handle = getattr(dialect, "tinycortex_handle", None)
+        return "immediate" if handle is None else handle.begin_mode.lower()
+
+
+class TinyCortexDialect(SQLiteDialect_pysqlite):
+    """SQLAlchemy's pysqlite dialect, bound to the shared connection of one chunk DB."""
+
+    driver = "tinycortex"
+    supports_statement_cache = True
+    use_insertmanyvalues_wo_returning = True
+    """Batch plain bulk INSERTs as multi-row VALUES, as SQLAlchemy does for INSERT..RETURNING.
+
+    Statements with ON CONFLICT keep ``executemany`` (SQLAlchemy >= 2.0.47,
+    issue #13130).  ``rowcount`` of a batched insert follows SQLAlchemy's rule
+    for insertmanyvalues: ``execution_options(preserve_rowcount=True)`` gives
+    the total.  When a row fails, the statement for its whole batch is undone
+    (with ``executemany`` the rows before it stayed): either way the error
+    propagates and the transaction is rolled back, as after any failure.
+    """
+    connection_characteristics = SQLiteDialect_pysqlite.connection_characteristics.union(
+        {"tinycortex_begin": BeginCharacteristic()}
+    )
+
+    def __init__(
+        self,
+        busy_timeout: int | None = None,
+        breaker_threshold: int | None = None,
+        breaker_cooldown: float | None = None,
+        checkout_timeout: float | None = None,
+        on_corrupt: str | None = None,
+        auto_migrate: bool | None = None,
+        content_root: Any = None,
+        embedding_model: str | None = None,
+        embedding_dim: int | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(**kw)
+        given = {
+            "busy_timeout": busy_timeout,
+            "breaker_threshold": breaker_threshold,
+            "breaker_cooldown": breaker_cooldown,
+            "checkout_timeout": checkout_timeout,
+            "on_corrupt": on_corrupt,
+            "auto_migrate": auto_migrate,
+            "content_root": content_root,
+            "embedding_model": embedding_model,
+            "embedding_dim": embedding_dim,
+        }
+        self._kw_options = opts.parse({k: v for k, v in given.items() if v is not None})
+        self.tinycortex_handle: FileHandle | None = None
+        self.tinycortex_options: dict[str, Any] = {}
+        """The options this engine was created with (URL and keywords, validated)."""
+        self.tinycortex_checkout_timeout = opts.DEFAULTS.checkout_timeout
+
+    @classmethod
+    def get_pool_class(cls, url: URL) -> type[Pool]:
+        return TinyCortexPool
+
+    @classmethod
+    def engine_created(cls, engine: Engine) -> None:
+        if not isinstance(engine.pool, TinyCortexPool):
+            raise OptionError(
+                "sqlite+tinycortex engines use their own pool (one shared connection per file); "
+                "do not pass poolclass= or pool= to create_engine"
+            )
+        sa.event.listen(engine, "handle_error", statement_errors.explain)
+
+    def create_connect_args(self, url: URL) -> ConnectArgsType:
+        if url.username or url.password or url.host or url.port:
+            raise OptionError(
+                f"invalid sqlite+tinycortex URL {url!r}: use sqlite+tinycortex:///path/to/chunks.db"
+            )
+        path = url.database
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise OptionError(
+                f"sqlite+tinycortex needs the path of a chunk DB file, got {path!r} "
+                "(e.g. sqlite+tinycortex:////abs/workspace/memory_tree/chunks.db)"
+            )
+        from_url = opts.parse(dict(url.query))
+        for name, value in from_url.items():
+            if name in self._kw_options and self._kw_options[name] != value:
+                raise OptionError(
+                    f"option {name!r} is given twice with different values: "
+                    f"{value!r} in the URL and {self._kw_options[name]!r} as a keyword argument"
+                )
+        explicit = {**from_url, **self._kw_options}
+        self.tinycortex_options = explicit
+        self.tinycortex_handle = registry.handle_for(path, explicit)
+        self.tinycortex_checkout_timeout = explicit.get(
+            "checkout_timeout", self.tinycortex_handle.options.checkout_timeout
+        )
+        return [], {}
+
+    def connect(self, *cargs: Any, **cparams: Any) -> DBAPIConnection:
+        """The pool's creator: hand over the connection the handle already opened.
+
+        After SQLAlchemy recycled a record (pool-wide invalidation closed the
+        old connection through the pool), the handle opens the file's next one,
+        as checkout would have.
+        """
+        handle = self.tinycortex_handle
+        assert handle is not None, "the pool's creator runs after create_connect_args"
+        conn: DBAPIConnection = handle.current_connection()  # type: ignore[assignment]
+        return conn
+
+    def initialize(self, connection: sa.Connection) -> None:
+        super().initialize(connection)
+        # never more bound parameters per batch than this SQLite build accepts
+        dbapi_conn = connection.connection.dbapi_connection
+        if isinstance(dbapi_conn, sqlite3.Connection):
+            limit = dbapi_conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            self.insertmanyvalues_max_parameters = min(self.insertmanyvalues_max_parameters, limit)
+
+    def do_begin(self, dbapi_connection: Any) -> None:
+        handle = self.tinycortex_handle
+        dbapi_connection.execute("BEGIN IMMEDIATE" if handle is None else _BEGIN_SQL[handle.begin_mode])
+
+    def get_foreign_keys(
+        self, connection: Any, table_name: str, schema: str | None = None, **kw: Any
+    ) -> list[Any]:
+        """Reflect inline ``REFERENCES ... ON DELETE CASCADE`` actions too (Alembic checks them)."""
+        return reflection.get_foreign_keys(self, connection, table_name, schema, **kw)
+
+    def set_isolation_level(self, dbapi_connection: DBAPIConnection, level: IsolationLevel) -> None:
+        if level == "AUTOCOMMIT":
+            raise OptionError(
+                "isolation_level='AUTOCOMMIT' is not supported on sqlite+tinycortex: the library emits "
+                "BEGIN itself; use tinycortex_sa.with_connection() for statements outside a transaction"
+            )
+        # keep the driver in isolation_level=None (the library emits BEGIN); only the pragma changes
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA read_uncommitted = {self._isolation_lookup[level]}")
+        cursor.close()

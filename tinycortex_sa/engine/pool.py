@@ -1,0 +1,86 @@
+"""The pool: every engine on a file checks out the file's one shared connection.
+
+Each engine gets its own :class:`TinyCortexPool` (SQLAlchemy builds one per
+engine), but all pools on a file defer to the same
+:class:`~tinycortex_sa.connection.handle.FileHandle`, which owns the DBAPI connection
+and serialises callers.  The pool only keeps a ``_ConnectionRecord`` wrapping
+the handle's current connection, rebuilt when the handle opens a new one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.pool import ConnectionPoolEntry, Pool
+from sqlalchemy.pool.base import _ConnectionRecord
+
+from ..connection.handle import FileHandle
+
+
+class TinyCortexPool(Pool):
+    """A pool of one connection shared process-wide with every engine on the file."""
+
+    def __init__(self, creator: Any, **kw: Any) -> None:
+        super().__init__(creator, **kw)
+        handle: FileHandle = getattr(self._dialect, "tinycortex_handle", None)  # type: ignore[assignment]
+        if handle is None:
+            raise TypeError("TinyCortexPool serves engines of the sqlite+tinycortex dialect only")
+        self._handle = handle
+        self._timeout: float = self._dialect.tinycortex_checkout_timeout  # type: ignore[union-attr]
+        self._record: _ConnectionRecord | None = None
+        self._generation = -1
+        self._attached = False
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        handle = self._handle
+        if not self._attached:  # counted as a user from first use, so dispose()+recreate() can close
+            handle.add_user(self)
+            self._attached = True
+        if not handle.options_fixed:  # invalidate() forgot the file's options: this engine's apply again
+            handle.fix_options(self._dialect.tinycortex_options)  # type: ignore[union-attr]
+        handle.checkout(self._timeout)
+        try:
+            if self._generation != handle.generation or self._record is None:
+                # the handle opened a new connection: wrap it, firing "connect" events
+                self._record = _ConnectionRecord(self)
+                self._generation = handle.generation
+            return self._record
+        except BaseException:
+            handle.checkin()
+            raise
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        handle = self._handle
+        held: object = handle.conn
+        if held is not None and record.dbapi_connection is not held:
+            handle.forget_detached()  # detach(): the caller keeps it; the next checkout opens anew
+            self._generation = -1
+        handle.checkin()
+
+    def _close_connection(self, connection: Any, *, terminate: bool = False) -> None:
+        # The handle owns the connection's lifetime; SQLAlchemy asking a pool to
+        # close it (invalidation) only means this pool must stop using it.
+        self._generation = -1
+        self._handle.discard(connection)
+
+    def dispose(self) -> None:
+        self._record = None
+        self._attached = False
+        self._handle.remove_user(self)
+
+    def recreate(self) -> TinyCortexPool:
+        self.logger.info("Pool recreating")
+        return self.__class__(
+            self._creator,
+            recycle=self._recycle,
+            echo=self.echo,
+            logging_name=self._orig_logging_name,
+            reset_on_return=self._reset_on_return,
+            pre_ping=self._pre_ping,
+            _dispatch=self.dispatch,
+            dialect=self._dialect,
+        )
+
+    def status(self) -> str:
+        state = "held" if self._handle.held else "idle"
+        return f"TinyCortexPool({self._handle.path}, {state})"

@@ -1,0 +1,328 @@
+"""Bring a chunk DB to Alembic head when the connection core first opens it.
+
+The connection core calls :func:`initialise` once per newly opened DBAPI
+connection, under the per-file lock and after the pragmas.  A database already
+at head costs one query (``alembic_version`` compared with
+:data:`~tinycortex_sa.schema.version.HEAD`); Alembic and the revision files are
+imported only when something has to change.  Whoever wants to follow an
+upgrade (the CLI's progress line) passes a callback to :func:`reporting`:
+it hears each revision start and end through Alembic's ``on_version_apply``
+hook and the data migrations' own reports (:func:`report`), never through
+log records.  The upgrade runs inside one
+``BEGIN IMMEDIATE`` transaction on the database itself, which is also the lock
+between processes: a second process opening the same new workspace waits for
+the first, re-reads the version under the lock and finds it at head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib.util
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import SchemaBehindError, UnknownRevisionError
+from ..options import DEFAULTS, Options, parse, resolve
+from .version import HEAD, REVISIONS
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from alembic.config import Config
+    from sqlalchemy.engine import Connection
+
+log = logging.getLogger(__name__)
+
+#: ``config.attributes`` key holding the :class:`DataSettings` of a run.
+SETTINGS_KEY = "tinycortex_data_settings"
+#: ``config.attributes`` key holding the :class:`~tinycortex_sa.options.Options` of a run.
+OPTIONS_KEY = "tinycortex_options"
+#: ``config.attributes`` key holding the progress callback of a run (see :func:`reporting`).
+PROGRESS_KEY = "tinycortex_progress"
+#: Options that the data migrations read; ``-x NAME=VALUE`` overrides them.
+DATA_OPTIONS: tuple[str, ...] = ("embedding_model", "embedding_dim", "content_root")
+
+
+@dataclass(frozen=True)
+class UpgradeEvent:
+    """What a progress callback hears: a revision starting or done, or a data migration's report."""
+
+    kind: Literal["start", "done", "report"]
+    revision: str
+    message: str = ""
+
+    @property
+    def number(self) -> int:
+        """The revision's place in the history, from 1 (0 if unknown)."""
+        return REVISIONS.index(self.revision) + 1 if self.revision in REVISIONS else 0
+
+
+Listener = Callable[[UpgradeEvent], None]
+_listener: contextvars.ContextVar[Listener | None] = contextvars.ContextVar(
+    "tinycortex_sa_progress", default=None
+)
+
+
+@contextlib.contextmanager
+def reporting(listener: Listener) -> Iterator[None]:
+    """Within this block (this thread or task), upgrades call ``listener`` as they advance."""
+    token = _listener.set(listener)
+    try:
+        yield
+    finally:
+        _listener.reset(token)
+
+
+_running: contextvars.ContextVar[str] = contextvars.ContextVar("tinycortex_sa_running", default="")
+
+
+def report(message: str, *args: object) -> None:
+    """A data migration says what it did: logged at INFO, and told to the run's progress listener."""
+    text = message % args if args else message
+    logging.getLogger("tinycortex_sa.migrations").info("%s", text)
+    from alembic import context
+
+    listener = context.config.attributes.get(PROGRESS_KEY)
+    if callable(listener):
+        listener(UpgradeEvent("report", _running.get(), text))
+
+
+def version_applied_hook(listener: Listener, pending: list[str]) -> Callable[..., None]:
+    """An ``on_version_apply`` callback for ``context.configure`` that tells ``listener`` each step."""
+
+    def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+        for revision in getattr(step, "up_revision_ids", ()) or (step.up_revision_id,):
+            listener(UpgradeEvent("done", revision))
+            if revision in pending:
+                pending.remove(revision)
+        if pending:
+            _running.set(pending[0])
+            listener(UpgradeEvent("start", pending[0]))
+
+    return on_version_apply
+
+
+def pending_revisions(current: tuple[str, ...] | None) -> list[str]:
+    """The revisions an upgrade to head runs, in order, from ``current`` (one linear history)."""
+    if not current:
+        return list(REVISIONS)
+    return list(REVISIONS[REVISIONS.index(current[0]) + 1 :]) if current[0] in REVISIONS else []
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """What the two Rust data migrations need: the embedding signature and the content root."""
+
+    embedding_model: str
+    embedding_dim: int
+    content_root: Path
+
+    @property
+    def signature(self) -> str:
+        """The sidecar tables' ``model_signature``: ``"{model}@{dim}"``."""
+        return f"{self.embedding_model}@{self.embedding_dim}"
+
+
+def data_settings(options: Options, db_path: Path, x_args: Mapping[str, str] | None = None) -> DataSettings:
+    """Resolve the data-migration settings: ``-x`` arguments, then ``options``, then the defaults.
+
+    The content root defaults to ``<workspace>/memory_tree/content``, the
+    ``content`` folder beside the database file.
+    """
+    given = {name: value for name, value in (x_args or {}).items() if name in DATA_OPTIONS}
+    resolved = resolve(parse(given), options)
+    root = resolved.content_root if resolved.content_root is not None else db_path.parent / "content"
+    return DataSettings(resolved.embedding_model, resolved.embedding_dim, Path(root))
+
+
+def database_path(connection: Connection) -> Path:
+    """The file behind ``connection``'s main schema (``PRAGMA database_list``).
+
+    Asked on the DBAPI connection, so that it does not begin a SQLAlchemy
+    transaction (Alembic would then take it for the caller's and not commit).
+    """
+    raw: Any = connection.connection.driver_connection
+    for row in raw.execute("PRAGMA database_list").fetchall():
+        if row[1] == "main" and row[2]:
+            return Path(row[2])
+    raise ValueError("the chunk DB migrations need a file-backed database, not an in-memory one")
+
+
+def current_data_settings() -> DataSettings:
+    """The settings of the running migration (for revision files).
+
+    ``migrations/env.py`` always stores them in ``config.attributes``; a
+    custom ``env.py`` that does not gets ``-x`` arguments over the defaults.
+    """
+    from alembic import context, op
+
+    settings = context.config.attributes.get(SETTINGS_KEY)
+    if isinstance(settings, DataSettings):
+        return settings
+    path = database_path(op.get_bind())
+    return data_settings(DEFAULTS, path, context.get_x_argument(as_dictionary=True))
+
+
+def script_location() -> Path:
+    """The migrations folder: the installed ``tinycortex_sa.migrations`` or the repo's ``migrations/``."""
+    spec = importlib.util.find_spec("tinycortex_sa.migrations")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(**attributes: Any) -> Config:
+    """An Alembic ``Config`` on the packaged migrations, with ``attributes`` set.
+
+    Pass ``connection=`` to run on a connection you hold (its transaction is
+    then the migration's), as :func:`initialise` and the tests do.
+    """
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    config.attributes.update(attributes)
+    return config
+
+
+def read_revisions(conn: sqlite3.Connection) -> tuple[str, ...] | None:
+    """The rows of ``alembic_version``, or None when the table does not exist."""
+    try:
+        rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    except sqlite3.OperationalError as err:
+        if "no such table" in str(err):
+            return None
+        raise
+    return tuple(str(row[0]) for row in rows)
+
+
+def _describe(revisions: tuple[str, ...] | None) -> str:
+    if not revisions:
+        return "no revision (a new database, or one the Rust core created)"
+    return "revision " + ", ".join(revisions)
+
+
+def _check_known(revisions: tuple[str, ...] | None, db_path: Path) -> None:
+    if revisions is None or revisions == ():
+        return
+    if len(revisions) == 1 and revisions[0] in REVISIONS:
+        return
+    raise UnknownRevisionError(
+        f"{db_path}: the chunk DB is stamped with {_describe(revisions)}, which this version of "
+        f"tinycortex_sa does not know (its newest is {HEAD}): newer code wrote it. Upgrade "
+        "tinycortex_sa to open it; its schema and data were left untouched.",
+        path=db_path,
+        revision=", ".join(revisions),
+    )
+
+
+def _behind(revisions: tuple[str, ...] | None, db_path: Path) -> SchemaBehindError:
+    workspace = db_path.parent.parent
+    return SchemaBehindError(
+        f"{db_path}: the chunk DB schema is at {_describe(revisions)}, behind {HEAD}, and "
+        "auto_migrate is off, so its schema and data were not changed. Run "
+        f"`alembic -x workspace={workspace} upgrade head` (see docs/schema.md), or open it once with "
+        "auto_migrate=True.",
+        path=db_path,
+        revision=revisions[0] if revisions else None,
+    )
+
+
+def initialise(
+    conn: sqlite3.Connection,
+    db_path: Path,
+    options: Options,
+    alembic_lock: contextlib.AbstractContextManager[Any] | None = None,
+) -> None:
+    """Check (and with ``auto_migrate``, bring) the schema of a new connection to head.
+
+    Raises :class:`UnknownRevisionError` for a database stamped by newer code
+    (in both modes, before touching it) and :class:`SchemaBehindError` for one
+    behind head when ``options.auto_migrate`` is off.  ``alembic_lock`` is
+    held around the Alembic run (the connection core passes its process-wide
+    one).
+    """
+    revisions = read_revisions(conn)
+    if revisions == (HEAD,):
+        return
+    _check_known(revisions, db_path)
+    if not options.auto_migrate:
+        raise _behind(revisions, db_path)
+    _upgrade_locked(conn, db_path, options, alembic_lock or contextlib.nullcontext())
+
+
+def borrowed_engine(conn: sqlite3.Connection) -> sa.Engine:
+    """An engine whose only connection is ``conn``, which the caller already holds.
+
+    Plain pysqlite (the driver stays in autocommit; a ``begin`` listener emits
+    ``BEGIN IMMEDIATE``, SQLAlchemy's documented recipe) on a pool that never
+    closes ``conn``.  Dispose it when done.
+    """
+    import sqlalchemy as sa
+    from sqlalchemy.pool import StaticPool
+
+    class _Borrowed(StaticPool):
+        def _close_connection(self, connection: Any, *, terminate: bool = False) -> None:
+            """The connection belongs to whoever lent it; never close it here."""
+
+    engine = sa.create_engine(
+        "sqlite://", creator=lambda: conn, poolclass=_Borrowed, pool_reset_on_return=None
+    )
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin_immediate(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _upgrade_locked(
+    conn: sqlite3.Connection,
+    db_path: Path,
+    options: Options,
+    alembic_lock: contextlib.AbstractContextManager[Any],
+) -> None:
+    """Upgrade to head in one ``BEGIN IMMEDIATE`` transaction, re-checking under that lock."""
+    from alembic import command
+    from sqlalchemy.exc import DBAPIError
+
+    engine = borrowed_engine(conn)
+    try:
+        with engine.begin() as connection:
+            present = connection.exec_driver_sql(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+            ).scalar()
+            revisions: tuple[str, ...] | None = None
+            if present:
+                rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
+                revisions = tuple(str(row[0]) for row in rows)
+            if revisions == (HEAD,):
+                log.debug("%s: another process brought the chunk DB to %s first", db_path, HEAD)
+                return
+            _check_known(revisions, db_path)
+            log.info("%s: upgrading the chunk DB from %s to %s", db_path, _describe(revisions), HEAD)
+            config = alembic_config(
+                connection=connection,
+                **{OPTIONS_KEY: options, SETTINGS_KEY: data_settings(options, db_path)},
+            )
+            listener = _listener.get()
+            pending = pending_revisions(revisions)
+            if listener is not None and pending:
+                config.attributes[PROGRESS_KEY] = listener
+                config.attributes["on_version_apply"] = version_applied_hook(listener, pending)
+                _running.set(pending[0])
+                listener(UpgradeEvent("start", pending[0]))
+            with alembic_lock:
+                command.upgrade(config, "head")
+    except DBAPIError as err:
+        # hand SQLite's own error to the connection core, which tells busy, I/O and corrupt apart
+        if not isinstance(err.orig, sqlite3.Error):
+            raise
+        err.orig.add_note(f"while upgrading {db_path} to {HEAD}: {err.statement}")
+        raise err.orig from None
+    finally:
+        engine.dispose()

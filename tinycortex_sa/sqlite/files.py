@@ -1,0 +1,197 @@
+"""The database file and its side files as files: header, names, URIs, moves, locks, creation.
+
+The library creates, renames or replaces only regular files it owns, and a
+rename here never replaces an existing file (:func:`rename_keeping`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DatabaseBusyError, KeptFileExistsError
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+HEADER_SIZE = 100
+#: The side files SQLite may keep beside a database, in the order they are moved.
+SIDE_SUFFIXES = ("-journal", "-wal", "-shm")
+#: Header byte 19, the *read* version: 2 means the database is in WAL mode, 1 a rollback journal.
+#: It is the byte SQLite itself tests when it opens a file (``lockBtree`` in btree.c); byte 18,
+#: the write version, is set with it by ``PRAGMA journal_mode`` but not consulted for the mode.
+READ_VERSION_OFFSET = 19
+WAL_READ_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Header:
+    """The first bytes of a file, as far as the library needs them."""
+
+    data: bytes
+
+    @property
+    def empty(self) -> bool:
+        return not self.data
+
+    @property
+    def is_sqlite(self) -> bool:
+        """A complete SQLite header (the magic string and all 100 bytes)."""
+        return len(self.data) >= HEADER_SIZE and self.data.startswith(SQLITE_MAGIC)
+
+    @property
+    def wal_mode(self) -> bool:
+        """The header says WAL mode (SQLite's own test: the read version is 2)."""
+        return self.is_sqlite and self.data[READ_VERSION_OFFSET] == WAL_READ_VERSION
+
+    @property
+    def problem(self) -> str | None:
+        """What the first bytes already show is wrong (not a SQLite file), or None (also when empty)."""
+        if self.data and self.data[: len(SQLITE_MAGIC)] != SQLITE_MAGIC:
+            return "file is not a database"  # SQLite's own words for SQLITE_NOTADB
+        return None
+
+
+def read_header(path: Path) -> Header:
+    """The header of ``path``; empty if the file is missing, unreadable or a directory."""
+    try:
+        with open(path, "rb") as f:
+            return Header(f.read(HEADER_SIZE))
+    except (FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError):
+        return Header(b"")
+
+
+def side_file(path: Path, suffix: str) -> Path:
+    """``chunks.db`` + ``-wal`` -> ``chunks.db-wal``."""
+    return path.with_name(path.name + suffix)
+
+
+def side_files(path: Path) -> list[Path]:
+    """The side files SQLite may have left beside ``path`` (existing ones only)."""
+    return [p for p in (side_file(path, s) for s in SIDE_SUFFIXES) if p.exists()]
+
+
+def file_uri(path: Path, mode: str) -> str:
+    """A SQLite ``file:`` URI for ``path`` with ``?mode=`` (the path's bytes, so any name works).
+
+    An absolute path gets an empty authority (``file:///...``), so that one
+    spelled with a leading ``//`` is not read as a host name.
+    """
+    prefix = "file://" if path.is_absolute() else "file:"
+    return f"{prefix}{urllib.parse.quote(os.fsencode(path))}?mode={mode}"
+
+
+def rename_keeping(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` but never over an existing ``dst`` (``os.rename`` would replace it).
+
+    A hard link then an unlink: the link fails with :class:`FileExistsError`
+    if ``dst`` exists, so a file another process has just kept under that
+    name is never lost.  Where the file system has no hard links, a checked
+    rename is the fallback.
+    """
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileExistsError as err:
+        raise KeptFileExistsError(str(dst)) from err
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+        if os.path.lexists(dst):
+            raise KeptFileExistsError(str(dst)) from err
+        os.rename(src, dst)
+        return
+    os.unlink(src)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames and creations in ``directory`` durable."""
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+#: How often a process waiting for :func:`lock_directory` looks again, in seconds.
+LOCK_POLL = 0.005
+
+
+@contextlib.contextmanager
+def lock_directory(
+    directory: Path, busy_timeout_ms: int, sleep: Callable[[float], None] = time.sleep
+) -> Iterator[int]:
+    """Hold an exclusive ``flock`` on ``directory`` itself (no lock file); yield its descriptor.
+
+    Waited for up to ``busy_timeout``, then :class:`DatabaseBusyError`.  The
+    lock belongs to the open file description, which a forked child shares:
+    :func:`tinycortex_sa.connection.registry.move_lock` tracks the descriptor
+    so that a child closes its copy at once.
+    """
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        waited = 0.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if waited >= busy_timeout_ms / 1000:
+                    raise DatabaseBusyError(
+                        f"{directory}: another process has been moving a damaged database or a stale "
+                        f"-wal aside for longer than busy_timeout={busy_timeout_ms}ms. Nothing was "
+                        "moved here; retry when it is done.",
+                        path=directory,
+                    ) from None
+                sleep(LOCK_POLL)
+                waited += LOCK_POLL
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _writable(path: Path, mode: int) -> bool:
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)  # pragma: no cover - platforms without effective-id access()
+
+
+def prepare(path: Path) -> None:
+    """Create the database directory (0700) and an empty database file (0600) if missing.
+
+    Then make sure this process can write them: SQLite opens a file it may not
+    write read-only without a word, and the first write would fail later, far
+    from the cause.  The directory must be writable too unless the ``-journal``
+    (which TRUNCATE mode keeps) already exists and is writable.  A file that
+    disappears meanwhile (another process kept a damaged one aside) is created
+    again.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            os.close(fd)
+        if path.is_dir():
+            return  # SQLite's own refusal is explained by messages.explain
+        if _writable(path, os.R_OK | os.W_OK):
+            break
+        if os.path.lexists(path):
+            raise PermissionError(
+                errno.EACCES, "this user may not read and write the database file", str(path)
+            )
+    else:
+        raise FileNotFoundError(errno.ENOENT, "the database file keeps disappearing", str(path))
+    journal = side_file(path, "-journal")
+    if not (journal.exists() and _writable(journal, os.W_OK)) and not _writable(
+        path.parent, os.W_OK | os.X_OK
+    ):
+        raise PermissionError(
+            errno.EACCES, "this user may not create SQLite's -journal in the directory", str(path.parent)
+        )

@@ -1,0 +1,79 @@
+"""What to tell the user: each failure as a typed error that names the file and the fix."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+from ..errors import DatabaseBusyError, DiskFullError, KeptFileExistsError, OpenError
+from . import codes
+
+
+def busy_message(path: Path, busy_timeout_ms: int, err: BaseException) -> str:
+    """What to say when another process held the file's lock past ``busy_timeout``."""
+    return (
+        f"{path}: another process held a lock for longer than busy_timeout={busy_timeout_ms}ms "
+        f"({err}); retry when it is done, or raise busy_timeout."
+    )
+
+
+def moved_message(path: Path) -> str:
+    """What to say when a write found the open file renamed or replaced."""
+    return (
+        f"{path} was renamed or replaced while this process had it open (another process quarantined "
+        "it as corrupt, or it was restored from a backup). SQLite refused the write, so nothing went "
+        "into the moved file; the next call opens the database now at that path."
+    )
+
+
+def full_message(path: Path, err: BaseException) -> str:
+    """What to say when a write to ``path`` failed for lack of space (or a file-size limit)."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    limited = (
+        ""
+        if limit == resource.RLIM_INFINITY
+        else f" (this process may write files of at most {limit} bytes: RLIMIT_FSIZE, `ulimit -f`)"
+    )
+    name = getattr(err, "sqlite_errorname", codes.code(err))
+    return (
+        f"cannot write {path}: {err} ({name}). The disk is full or a "
+        f"file-size limit was reached{limited}: free space or raise the limit, then retry. SQLite rolled "
+        "the transaction back; nothing was changed."
+    )
+
+
+def open_error(path: Path, busy_timeout_ms: int, err: BaseException) -> OpenError:
+    """The typed error for a failure to open or initialise ``path``."""
+    if codes.is_busy(err):
+        return DatabaseBusyError(busy_message(path, busy_timeout_ms, err), path=path)
+    if isinstance(err, KeptFileExistsError):
+        return OpenError(
+            f"{path}: could not keep a damaged or stale file aside as {err.filename}: a file of that name "
+            "appeared meanwhile (another program moving files here?). Nothing was overwritten or deleted; "
+            "retry.",
+            path=path,
+        )
+    if isinstance(err, IsADirectoryError) or (path.is_dir() and not isinstance(err, PermissionError)):
+        return OpenError(
+            f"cannot open {path}: it is a directory, not a database file. Move it away, or point the "
+            "workspace at another directory.",
+            path=path,
+        )
+    if isinstance(err, (FileExistsError, NotADirectoryError)):
+        return OpenError(
+            f"cannot create {path.parent}: a file stands where a directory is needed ({err}). "
+            "Point the workspace at a directory.",
+            path=path,
+        )
+    if isinstance(err, PermissionError) or codes.is_permission(err):
+        return OpenError(
+            f"cannot write {path}: {err}. Check the owner and mode of the file and of {path.parent}.",
+            path=path,
+        )
+    if codes.is_write_failure(err):
+        return DiskFullError(full_message(path, err), path=path)
+    return OpenError(
+        f"cannot open or initialise {path}: {err}. Check that {path.parent} is a writable "
+        "directory and that the file is a TinyCortex chunk DB.",
+        path=path,
+    )
