@@ -32,6 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check tinycortex_sa tests migrations docs/sphinx_roles.py
 	$(BIN)/ruff format --check tinycortex_sa tests migrations docs/sphinx_roles.py
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # docs/mkdocs.yml is the configuration; MkDocs refuses a docs_dir that is the
 # config file's own folder, so build/mkdocs.yml inherits it and points back.

@@ -26,6 +26,7 @@ from tinycortex_sa.connection import registry
 from tinycortex_sa.engine import reflection
 from tinycortex_sa.models import Base
 from tinycortex_sa.options import DEFAULTS, Options
+from tinycortex_sa.schema import progress
 from tinycortex_sa.schema import upgrade as migrate
 
 config = context.config
@@ -72,7 +73,7 @@ def run_on(connection: Connection) -> None:
             compare_type=True,
             compare_server_default=True,
             # progress of tinycortex_sa's own upgrades (schema.upgrade.reporting)
-            on_version_apply=config.attributes.get("on_version_apply"),
+            on_version_apply=config.attributes.get(progress.ON_VERSION_APPLY_KEY),
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -19,7 +19,8 @@ import time
 from alembic import op
 
 from tinycortex_sa.errors import IrreversibleMigrationError
-from tinycortex_sa.schema.upgrade import current_data_settings, report
+from tinycortex_sa.schema.progress import report
+from tinycortex_sa.schema.upgrade import current_data_settings
 
 revision: str = "0004_legacy_embeddings"
 down_revision: str | None = "0003_trees_ask"

@@ -22,7 +22,8 @@ from pathlib import Path
 from alembic import op
 
 from tinycortex_sa.errors import IrreversibleMigrationError
-from tinycortex_sa.schema.upgrade import current_data_settings, report
+from tinycortex_sa.schema.progress import report
+from tinycortex_sa.schema.upgrade import current_data_settings
 
 revision: str = "0005_purge_retired_trees"
 down_revision: str | None = "0004_legacy_embeddings"

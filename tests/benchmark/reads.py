@@ -42,7 +42,6 @@ _KEY = (LOOKUP_ID,)
 _PARAMS = {"id": LOOKUP_ID}
 
 
-
 class StaticPoolDialect(TinyCortexDialect):
     """tinycortex_sa's dialect (its BEGIN IMMEDIATE and characteristics) over a plain StaticPool.
 
@@ -58,6 +57,7 @@ class StaticPoolDialect(TinyCortexDialect):
 
 
 sa.dialects.registry.register("sqlite.tcbench", __name__, "StaticPoolDialect")
+
 
 def _fetch(conn: sqlite3.Connection) -> Any:
     return conn.execute(LOOKUP_SQL, _KEY).fetchone()

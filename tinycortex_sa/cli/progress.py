@@ -1,6 +1,6 @@
 """Progress of ``tinycortex-sa upgrade``, from the upgrade's own events.
 
-:func:`tinycortex_sa.schema.upgrade.reporting` tells a listener when each
+:func:`tinycortex_sa.schema.progress.reporting` tells a listener when each
 revision starts (Alembic's ``on_version_apply`` hook marks the end of the one
 before) and what the data migrations report; no log record is parsed and no
 logger is touched.  On a terminal a live line shows the current revision and
@@ -17,14 +17,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-from ..schema import upgrade
+from ..schema import progress as events
 from ..schema.version import REVISIONS
 
 _CLEAR = "\r\x1b[2K"
 
 
 class Progress:
-    """A listener for :class:`~tinycortex_sa.schema.upgrade.UpgradeEvent`\\ s that writes progress output."""
+    """A listener for :class:`~tinycortex_sa.schema.progress.UpgradeEvent`\\ s that writes progress output."""
 
     def __init__(
         self,
@@ -43,7 +43,7 @@ class Progress:
         self._done = threading.Event()
         self._ticker: threading.Thread | None = None
 
-    def __call__(self, event: upgrade.UpgradeEvent) -> None:
+    def __call__(self, event: events.UpgradeEvent) -> None:
         if event.kind == "report":
             self.write(f"  {event.message}")
         elif event.kind == "start":
@@ -97,7 +97,7 @@ def reporting(stream: TextIO, live: bool) -> Iterator[Progress]:
     progress = Progress(stream, live)
     progress.start()
     try:
-        with upgrade.reporting(progress):
+        with events.reporting(progress):
             yield progress
     finally:
         progress.stop()

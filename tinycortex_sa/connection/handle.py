@@ -17,6 +17,11 @@ Ending or resetting a connection's use, each for one reason:
 ``invalidate()``           close, and forget the breaker's count and the file's options
 ``remove_user(pool)``      a pool was disposed; the last one closes the connection
 =========================  ==================================================================
+
+Longer than the house's ~300 lines on purpose: the checkout protocol, the
+connection's lifetime and the fork hand-over all read and write the same
+lock and owner, and keeping them in one class is what lets every other
+module use the handle through public methods only.
 """
 
 from __future__ import annotations

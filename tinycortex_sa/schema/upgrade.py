@@ -5,10 +5,8 @@ connection, under the per-file lock and after the pragmas.  A database already
 at head costs one query (``alembic_version`` compared with
 :data:`~tinycortex_sa.schema.version.HEAD`); Alembic and the revision files are
 imported only when something has to change.  Whoever wants to follow an
-upgrade (the CLI's progress line) passes a callback to :func:`reporting`:
-it hears each revision start and end through Alembic's ``on_version_apply``
-hook and the data migrations' own reports (:func:`report`), never through
-log records.  The upgrade runs inside one
+upgrade (the CLI's progress line) passes a callback to
+:func:`.progress.reporting`.  The upgrade runs inside one
 ``BEGIN IMMEDIATE`` transaction on the database itself, which is also the lock
 between processes: a second process opening the same new workspace waits for
 the first, re-reads the version under the lock and finds it at head.
@@ -17,17 +15,17 @@ the first, re-reads the version under the lock and finds it at head.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import importlib.util
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SchemaBehindError, UnknownRevisionError
 from ..options import DEFAULTS, Options, parse, resolve
+from . import progress
 from .version import HEAD, REVISIONS
 
 if TYPE_CHECKING:
@@ -41,76 +39,8 @@ log = logging.getLogger(__name__)
 SETTINGS_KEY = "tinycortex_data_settings"
 #: ``config.attributes`` key holding the :class:`~tinycortex_sa.options.Options` of a run.
 OPTIONS_KEY = "tinycortex_options"
-#: ``config.attributes`` key holding the progress callback of a run (see :func:`reporting`).
-PROGRESS_KEY = "tinycortex_progress"
 #: Options that the data migrations read; ``-x NAME=VALUE`` overrides them.
 DATA_OPTIONS: tuple[str, ...] = ("embedding_model", "embedding_dim", "content_root")
-
-
-@dataclass(frozen=True)
-class UpgradeEvent:
-    """What a progress callback hears: a revision starting or done, or a data migration's report."""
-
-    kind: Literal["start", "done", "report"]
-    revision: str
-    message: str = ""
-
-    @property
-    def number(self) -> int:
-        """The revision's place in the history, from 1 (0 if unknown)."""
-        return REVISIONS.index(self.revision) + 1 if self.revision in REVISIONS else 0
-
-
-Listener = Callable[[UpgradeEvent], None]
-_listener: contextvars.ContextVar[Listener | None] = contextvars.ContextVar(
-    "tinycortex_sa_progress", default=None
-)
-
-
-@contextlib.contextmanager
-def reporting(listener: Listener) -> Iterator[None]:
-    """Within this block (this thread or task), upgrades call ``listener`` as they advance."""
-    token = _listener.set(listener)
-    try:
-        yield
-    finally:
-        _listener.reset(token)
-
-
-_running: contextvars.ContextVar[str] = contextvars.ContextVar("tinycortex_sa_running", default="")
-
-
-def report(message: str, *args: object) -> None:
-    """A data migration says what it did: logged at INFO, and told to the run's progress listener."""
-    text = message % args if args else message
-    logging.getLogger("tinycortex_sa.migrations").info("%s", text)
-    from alembic import context
-
-    listener = context.config.attributes.get(PROGRESS_KEY)
-    if callable(listener):
-        listener(UpgradeEvent("report", _running.get(), text))
-
-
-def version_applied_hook(listener: Listener, pending: list[str]) -> Callable[..., None]:
-    """An ``on_version_apply`` callback for ``context.configure`` that tells ``listener`` each step."""
-
-    def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
-        for revision in getattr(step, "up_revision_ids", ()) or (step.up_revision_id,):
-            listener(UpgradeEvent("done", revision))
-            if revision in pending:
-                pending.remove(revision)
-        if pending:
-            _running.set(pending[0])
-            listener(UpgradeEvent("start", pending[0]))
-
-    return on_version_apply
-
-
-def pending_revisions(current: tuple[str, ...] | None) -> list[str]:
-    """The revisions an upgrade to head runs, in order, from ``current`` (one linear history)."""
-    if not current:
-        return list(REVISIONS)
-    return list(REVISIONS[REVISIONS.index(current[0]) + 1 :]) if current[0] in REVISIONS else []
 
 
 @dataclass(frozen=True)
@@ -309,13 +239,7 @@ def _upgrade_locked(
                 connection=connection,
                 **{OPTIONS_KEY: options, SETTINGS_KEY: data_settings(options, db_path)},
             )
-            listener = _listener.get()
-            pending = pending_revisions(revisions)
-            if listener is not None and pending:
-                config.attributes[PROGRESS_KEY] = listener
-                config.attributes["on_version_apply"] = version_applied_hook(listener, pending)
-                _running.set(pending[0])
-                listener(UpgradeEvent("start", pending[0]))
+            progress.attach(config, revisions)
             with alembic_lock:
                 command.upgrade(config, "head")
     except DBAPIError as err:
