@@ -1,5 +1,6 @@
 # The whole set-up on a fresh machine: `make demo` and `make test`.
 # Also: `make lint`, `make docs`, `make test-lowest` (all run by .ci/run),
+# `make test-quick` (the suite without the tests marked slow, while working),
 # `make bench`, `make reliability`, `make clean`.
 PYTHON ?= python3
 VENV   := .venv
@@ -10,7 +11,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 LOWEST     := .venv-lowest
 LOWEST_STAMP := $(LOWEST)/.installed
 
-.PHONY: demo test lint docs test-lowest bench reliability clean
+.PHONY: demo test test-quick lint docs test-lowest bench reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# everything but the multi-process, reliability-scenario, wheel and benchmark tests (marked slow)
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -m 'not slow'
 
 lint: $(STAMP)
 	$(BIN)/ruff check tinycortex_sa tests migrations docs/sphinx_roles.py

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from schema_helpers import copy_fixture, fixtures_root
+from helpers import InitCounter, copy_fixture, fixtures_root
 
 from tinycortex_sa.connection import registry
 
@@ -31,3 +31,14 @@ def workspace(tmp_path: Path) -> Path:
 @pytest.fixture
 def fixtures_dir() -> Path:
     return fixtures_root()
+
+
+@pytest.fixture
+def init_counter(monkeypatch: pytest.MonkeyPatch) -> InitCounter:
+    """Replace schema initialisation with a stub that counts calls and creates nothing.
+
+    For tests about the connection rather than the migrations (which have their own).
+    """
+    counter = InitCounter()
+    monkeypatch.setattr(registry, "initialise", counter)
+    return counter

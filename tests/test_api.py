@@ -4,6 +4,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 import tinycortex_sa
 from tinycortex_sa.connection import registry
@@ -91,3 +92,26 @@ def test_every_library_error_is_a_tinycortex_error() -> None:
         obj = getattr(tinycortex_sa, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, tinycortex_sa.TinyCortexError), name
+
+
+#: The public names of ``tinycortex_sa``: a change here is a change of the public API.
+PUBLIC = {
+    "BreakerState", "CheckoutError", "CheckoutTimeoutError", "CircuitOpenError", "CorruptDatabaseError",
+    "DatabaseBusyError", "DatabaseMovedError", "DiskFullError", "ForkedInUseError",
+    "IrreversibleMigrationError", "JournalModeBusyError", "NestedCheckoutError", "OpenError",
+    "OptionConflictError", "OptionError", "Options", "PragmaError", "SchemaBehindError", "SchemaError",
+    "StatementBusyError", "StatementDiskFullError", "StatementMovedError", "TinyCortexError",
+    "UnknownRevisionError", "breaker_state", "create_engine", "db_path_for", "invalidate", "with_connection",
+}  # fmt: skip
+
+
+def test_the_public_names_are_pinned() -> None:
+    assert set(tinycortex_sa.__all__) == PUBLIC
+    assert all(hasattr(tinycortex_sa, name) for name in PUBLIC)
+
+
+def test_the_documented_import_paths_keep_working() -> None:
+    from tinycortex_sa.models import Base, Chunk  # the models' public path (docs/schema.md)
+
+    assert Chunk.__table__ is Base.metadata.tables["mem_tree_chunks"]
+    assert sa.create_engine("sqlite+tinycortex:///x/chunks.db").dialect.driver == "tinycortex"

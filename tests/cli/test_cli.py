@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from schema_helpers import alembic_revision, copy_fixture, db_file, open_workspace, raw, user_version
+from helpers import alembic_revision, copy_fixture, db_file, open_workspace, raw, user_version
 
 from tinycortex_sa import cli
 from tinycortex_sa.cli import repair

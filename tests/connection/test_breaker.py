@@ -4,17 +4,10 @@ import logging
 from pathlib import Path
 
 import pytest
+from helpers import FakeClock
 
 from tinycortex_sa import CircuitOpenError
 from tinycortex_sa.connection.breaker import CircuitBreaker
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -17,7 +17,9 @@ import pytest
 
 from tinycortex_sa.schema.version import HEAD, REVISIONS
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # builds a wheel and a virtualenv
+
+REPO = Path(__file__).resolve().parents[2]
 SOURCES = ("tinycortex_sa", "migrations", "pyproject.toml", "README.md")
 
 SCRIPT = """

@@ -11,8 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmark.core import Row
 from benchmark.report import TARGETS, Verdict, _verdict_line, judge
+
+pytestmark = pytest.mark.slow  # a whole benchmark run, at small counts
 
 #: Every row issue 5 asks for, by key (see tests/benchmark/).
 EXPECTED_ROWS = {

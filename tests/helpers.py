@@ -1,4 +1,7 @@
-"""Helpers for the schema tests: schema snapshots, table checksums (fixture copies: reliability.common).
+"""What the tests share: fixture copies, schema snapshots, table checksums, a fake clock.
+
+The fixture copier lives in :mod:`reliability.common` (the reliability scenarios run without
+pytest too) and is re-exported here.
 
 Everything reads through plain ``sqlite3`` connections so that what is
 compared is what SQLite itself reports, independent of SQLAlchemy.
@@ -9,14 +12,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sqlite3
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reliability.common import copy_fixture, fixtures_root  # noqa: F401  (re-exported for the schema tests)
+from reliability.common import copy_fixture, fixtures_root  # noqa: F401  (re-exported)
 
 import tinycortex_sa
 from tinycortex_sa.connection import registry
+from tinycortex_sa.options import Options
 from tinycortex_sa.schema import upgrade
 
 FIXTURES = ("rust-0.1.1-empty", "rust-0.1.1-populated", "rust-legacy-v0", "rust-legacy-wal")
@@ -132,3 +138,26 @@ def alembic_revision(workspace: Path) -> str | None:
 def user_version(workspace: Path) -> int:
     with raw(workspace) as conn:
         return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+class FakeClock:
+    """A monotonic clock that moves only when a test sets :attr:`now` (breaker cooldowns, retries)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class InitCounter:
+    """Records every schema initialisation the core runs."""
+
+    calls: list[tuple[int, Path]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, conn: sqlite3.Connection, path: Path, options: Options) -> None:
+        with self.lock:
+            self.calls.append((threading.get_ident(), path))
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()

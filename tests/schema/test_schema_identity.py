@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from schema_helpers import TABLES, copy_fixture, open_workspace, raw, schema_snapshot
+from helpers import TABLES, copy_fixture, open_workspace, raw, schema_snapshot
 
 from tinycortex_sa.models import Base
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from reliability import SCENARIOS, run_scenario
+
+pytestmark = pytest.mark.slow  # reliability scenarios: seconds each
 
 SEED = 20261126
 

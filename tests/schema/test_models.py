@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from schema_helpers import TABLES, columns_of, copy_fixture, raw
+from helpers import TABLES, columns_of, copy_fixture, raw
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 

@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from schema_helpers import (
+from helpers import (
     TABLES,
     alembic_revision,
     checksum,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from schema_helpers import (
+from helpers import (
     alembic_revision,
     copy_fixture,
     db_file,
@@ -245,6 +245,7 @@ def _open_in_child(workspace: str, start: Any, results: Any) -> None:
         results.put(("error", repr(err), 0))
 
 
+@pytest.mark.slow
 def test_two_processes_open_a_new_workspace_at_once(workspace: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()

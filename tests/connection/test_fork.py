@@ -3,8 +3,7 @@
 The child never uses or closes the parent's connection: its first use opens its own.
 The parent carries on with the very same connection object and sees what the
 children committed.  Results come back from children through a pipe (JSON) and
-their exit code; a child always leaves through ``os._exit``.
-"""
+their exit code; a child always leaves through ``os._exit``."""
 
 from __future__ import annotations
 
@@ -21,25 +20,21 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from reliability.common import (
+    INSERT_CHUNK,
+    TOKEN,
+    chunk_row,
+    prepare_head,
+)
 
 import tinycortex_sa
 from tinycortex_sa import db_path_for, with_connection
 from tinycortex_sa.connection import handle, registry
-from tinycortex_sa.options import Options
 
 pytestmark = pytest.mark.timeout(60)  # a child or parent deadlock fails the test instead of stalling
 
+
 WAIT = 10.0
-
-
-def _stub_initialise(conn: sqlite3.Connection, path: Path, options: Options) -> None:
-    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-
-
-@pytest.fixture(autouse=True)
-def stub_schema(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The connection core only: schema migrations have their own suite."""
-    monkeypatch.setattr(registry, "initialise", _stub_initialise)
 
 
 def dbapi(conn: sa.Connection) -> Any:
@@ -104,6 +99,78 @@ def run_in_child(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     report: dict[str, Any] = json.loads(raw) if raw else {"error": "child reported nothing"}
     assert os.waitstatus_to_exitcode(status) == 0, report
     return report
+
+
+def _pool_write(args: tuple[str, int, int]) -> tuple[int, int, bool]:
+    """Write one row; return (pid, id of the connection used, whether it is the parent's)."""
+    workspace, i, parent_conn_id = args
+    conn_id = _insert(workspace, f"pool {i}")
+    return os.getpid(), conn_id, conn_id == parent_conn_id
+
+
+def _process_write(workspace: str, n: int, url: str) -> None:
+    engine = sa.create_engine(url)
+    for i in range(n):
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO t (v, pid) VALUES (?, ?)", (f"process {i}", os.getpid()))
+    _insert(workspace, "process with_connection")
+    ok = with_connection(workspace, lambda c: c.execute("PRAGMA integrity_check").fetchone()[0])
+    if ok != "ok":
+        raise SystemExit(3)
+
+
+def _ids(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {r[0] for r in conn.execute("SELECT id FROM mem_tree_chunks")}
+    finally:
+        conn.close()
+
+
+def _fork_and_write(ws: Path) -> dict[str, Any]:
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.close(read_fd)
+            start = time.monotonic()
+            try:
+
+                def write(c: sqlite3.Connection) -> None:
+                    c.execute("BEGIN IMMEDIATE")
+                    c.execute(INSERT_CHUNK, chunk_row("from-child", TOKEN))
+                    c.execute("COMMIT")
+
+                tinycortex_sa.with_connection(ws, write)
+                report: dict[str, Any] = {"ok": True}
+            except Exception as err:
+                report = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+            report["seconds"] = time.monotonic() - start
+            with os.fdopen(write_fd, "w") as out:
+                json.dump(report, out)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as inp:
+        raw = inp.read()
+    os.waitpid(pid, 0)
+    return dict(json.loads(raw))
+
+
+def _stepping_reader(ws: Path, stepping: threading.Event, hold: float) -> threading.Thread:
+    def read(conn: sqlite3.Connection) -> None:
+        cursor = conn.execute("SELECT id FROM mem_tree_chunks")
+        cursor.fetchone()  # the statement is being stepped: SQLite holds a SHARED lock, no transaction
+        assert not conn.in_transaction
+        stepping.set()
+        time.sleep(hold)
+        cursor.fetchall()
+
+    thread = threading.Thread(target=tinycortex_sa.with_connection, args=(ws, read), daemon=True)
+    thread.start()
+    return thread
 
 
 def test_child_opens_its_own_connection_and_parent_carries_on(workspace: Path) -> None:
@@ -270,27 +337,7 @@ def test_fork_inside_own_transaction_child_fails_fast_or_writes(workspace: Path)
     assert with_connection(workspace, lambda c: c.execute("PRAGMA integrity_check").fetchone()[0]) == "ok"
 
 
-# -- multiprocessing with the fork start method --------------------------------------------
-
-
-def _pool_write(args: tuple[str, int, int]) -> tuple[int, int, bool]:
-    """Write one row; return (pid, id of the connection used, whether it is the parent's)."""
-    workspace, i, parent_conn_id = args
-    conn_id = _insert(workspace, f"pool {i}")
-    return os.getpid(), conn_id, conn_id == parent_conn_id
-
-
-def _process_write(workspace: str, n: int, url: str) -> None:
-    engine = sa.create_engine(url)
-    for i in range(n):
-        with engine.begin() as conn:
-            conn.exec_driver_sql("INSERT INTO t (v, pid) VALUES (?, ?)", (f"process {i}", os.getpid()))
-    _insert(workspace, "process with_connection")
-    ok = with_connection(workspace, lambda c: c.execute("PRAGMA integrity_check").fetchone()[0])
-    if ok != "ok":
-        raise SystemExit(3)
-
-
+@pytest.mark.slow
 def test_multiprocessing_fork_pool_workers_write_through_their_own_connections(workspace: Path) -> None:
     parent_conn = _setup(workspace)
     handle = _handle(workspace)
@@ -312,6 +359,7 @@ def test_multiprocessing_fork_pool_workers_write_through_their_own_connections(w
     assert with_connection(workspace, lambda c: c.execute("PRAGMA integrity_check").fetchone()[0]) == "ok"
 
 
+@pytest.mark.slow
 def test_multiprocessing_fork_processes_write_concurrently_with_the_parent(workspace: Path) -> None:
     parent_conn = _setup(workspace)
     engine = tinycortex_sa.create_engine(workspace)
@@ -374,3 +422,41 @@ def test_a_transaction_open_across_fork_cannot_commit_in_the_child(workspace: Pa
     assert os.waitstatus_to_exitcode(status) == 0  # the child's COMMIT was refused
     values = with_connection(workspace, lambda c: [r[0] for r in c.execute("SELECT v FROM t ORDER BY rowid")])
     assert values == ["A", "B"]
+
+
+def test_fork_waits_for_a_statement_another_thread_is_stepping(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    path = prepare_head(ws, busy_timeout=1500)
+    tinycortex_sa.with_connection(
+        ws, lambda c: c.executemany(INSERT_CHUNK, [chunk_row(i, TOKEN) for i in range(5)]), busy_timeout=1500
+    )
+    stepping = threading.Event()
+    reader = _stepping_reader(ws, stepping, hold=0.3)
+    assert stepping.wait(10)
+    report = _fork_and_write(ws)
+    reader.join(10)
+    assert report["ok"], f"the child could not write: {report}"
+    assert report["seconds"] < 1.0
+    assert "chunk-from-child" in _ids(path)
+
+
+@pytest.mark.slow
+def test_fork_refuses_at_once_when_the_statement_outlasts_checkout_timeout(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    prepare_head(ws, busy_timeout=1500)
+    tinycortex_sa.with_connection(
+        ws, lambda c: c.executemany(INSERT_CHUNK, [chunk_row(i, TOKEN) for i in range(5)]), busy_timeout=1500
+    )
+    handle = registry.existing_handle(db_path_for(ws))
+    assert handle is not None
+    import dataclasses
+
+    handle.options = dataclasses.replace(handle.options, checkout_timeout=0.3)
+    stepping = threading.Event()
+    reader = _stepping_reader(ws, stepping, hold=1.5)
+    assert stepping.wait(10)
+    report = _fork_and_write(ws)
+    reader.join(10)
+    assert not report["ok"]
+    assert report["error"].startswith("ForkedInUseError"), report
+    assert report["seconds"] < 0.5

@@ -10,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from reliability.common import (
     copy_fixture,
     run_worker,
 )
-
 from tinycortex_sa import db_path_for
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 
 
 @pytest.mark.xfail(

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from helpers import alembic_revision, copy_fixture, db_file, file_digest, raw, user_version
 from pytest_alembic.config import Config
 from pytest_alembic.runner import MigrationContext, runner
 from pytest_alembic.tests import (  # collected here, with the alembic_runner fixture below
@@ -27,14 +28,13 @@ from pytest_alembic.tests import (  # collected here, with the alembic_runner fi
     test_up_down_consistency,
     test_upgrade,
 )
-from schema_helpers import alembic_revision, copy_fixture, db_file, file_digest, raw, user_version
 
 import tinycortex_sa
 from tinycortex_sa.connection import registry
 from tinycortex_sa.schema import upgrade
 from tinycortex_sa.schema.version import HEAD, REVISIONS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 __all__ = [
     "test_model_definitions_match_ddl",
@@ -70,6 +70,7 @@ def alembic(*args: str, env: dict[str, str] | None = None) -> str:
     return done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_cli_upgrade_current_history_check(workspace: Path) -> None:
     x = f"workspace={workspace}"
     assert "Running upgrade 0004_legacy_embeddings -> 0005_purge_retired_trees" in alembic(
@@ -82,6 +83,7 @@ def test_cli_upgrade_current_history_check(workspace: Path) -> None:
     assert user_version(workspace) == 2
 
 
+@pytest.mark.slow
 def test_cli_current_reads_without_upgrading(tmp_path: Path) -> None:
     ws = copy_fixture("rust-0.1.1-empty", tmp_path / "ws")
     before = file_digest(db_file(ws))
@@ -92,6 +94,7 @@ def test_cli_current_reads_without_upgrading(tmp_path: Path) -> None:
     assert alembic_revision(ws) == HEAD
 
 
+@pytest.mark.slow
 def test_cli_falls_back_to_sqlalchemy_url(tmp_path: Path) -> None:
     ini = tmp_path / "alembic.ini"
     target = tmp_path / "ws" / "memory_tree" / "chunks.db"
@@ -105,6 +108,7 @@ def test_cli_falls_back_to_sqlalchemy_url(tmp_path: Path) -> None:
     assert alembic_revision(tmp_path / "ws") == HEAD
 
 
+@pytest.mark.slow
 def test_cli_x_arguments_reach_the_data_migrations(tmp_path: Path) -> None:
     ws = copy_fixture("rust-legacy-v0", tmp_path / "ws")
     alembic("-x", f"workspace={ws}", "-x", "embedding_dim=384", "upgrade", "head")
