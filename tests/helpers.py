@@ -125,6 +125,15 @@ def table_checksums(conn: sqlite3.Connection, columns: dict[str, list[str]] | No
     return {t: checksum(table_rows(conn, t, (columns or {}).get(t))) for t in TABLES}
 
 
+def chunk_ids(path: Path) -> set[str]:
+    """The ids in ``mem_tree_chunks`` of the database at ``path``, read by plain sqlite3."""
+    conn = sqlite3.connect(path)
+    try:
+        return {r[0] for r in conn.execute("SELECT id FROM mem_tree_chunks")}
+    finally:
+        conn.close()
+
+
 def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from helpers import chunk_ids
 from reliability.common import (
     INSERT_CHUNK,
     TOKEN,
@@ -117,14 +118,6 @@ def _process_write(workspace: str, n: int, url: str) -> None:
     ok = with_connection(workspace, lambda c: c.execute("PRAGMA integrity_check").fetchone()[0])
     if ok != "ok":
         raise SystemExit(3)
-
-
-def _ids(path: Path) -> set[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return {r[0] for r in conn.execute("SELECT id FROM mem_tree_chunks")}
-    finally:
-        conn.close()
 
 
 def _fork_and_write(ws: Path) -> dict[str, Any]:
@@ -437,7 +430,7 @@ def test_fork_waits_for_a_statement_another_thread_is_stepping(tmp_path: Path) -
     reader.join(10)
     assert report["ok"], f"the child could not write: {report}"
     assert report["seconds"] < 1.0
-    assert "chunk-from-child" in _ids(path)
+    assert "chunk-from-child" in chunk_ids(path)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers import chunk_ids
 from reliability.common import (
     INSERT_CHUNK,
     TOKEN,
@@ -30,14 +31,6 @@ from tinycortex_sa import db_path_for
 from tinycortex_sa.connection import registry
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _ids(path: Path) -> set[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return {r[0] for r in conn.execute("SELECT id FROM mem_tree_chunks")}
-    finally:
-        conn.close()
 
 
 def _insert(path: Path, keys: list[str], journal_mode: str) -> None:
@@ -62,7 +55,7 @@ def test_stale_wal_beside_a_truncate_database_is_kept_aside_not_replayed(tmp_pat
     shutil.copy2(path.with_name("chunks.db-wal"), tmp_path / "old-wal")
     conn.close()
     _insert(path, [f"since-{i}" for i in range(20)], "TRUNCATE")  # committed after the WAL period
-    committed = _ids(path)
+    committed = chunk_ids(path)
     shutil.copy2(tmp_path / "old-wal", path.with_name("chunks.db-wal"))  # a restore brings the old -wal back
     wal_digest = sha256(path.with_name("chunks.db-wal"))
 
@@ -72,7 +65,7 @@ def test_stale_wal_beside_a_truncate_database_is_kept_aside_not_replayed(tmp_pat
 
     assert seen == committed, f"{len(committed - seen)} committed rows lost to a stale -wal"
     tinycortex_sa.invalidate(ws)
-    assert _ids(path) == committed
+    assert chunk_ids(path) == committed
     kept = [p for p in path.parent.iterdir() if p.name.startswith("chunks.db-wal.stale-")]
     assert len(kept) == 1 and sha256(kept[0]) == wal_digest
     assert not path.with_name("chunks.db-wal").exists()
