@@ -99,7 +99,8 @@ PUBLIC = {
     "BreakerState", "CheckoutError", "CheckoutTimeoutError", "CircuitOpenError", "CorruptDatabaseError",
     "DatabaseBusyError", "DatabaseMovedError", "DiskFullError", "ForkedInUseError",
     "IrreversibleMigrationError", "JournalModeBusyError", "NestedCheckoutError", "OpenError",
-    "OptionConflictError", "OptionError", "Options", "PragmaError", "SchemaBehindError", "SchemaError",
+    "OptionConflictError", "OptionError", "Options", "PragmaError", "ReadOnlyError", "SchemaBehindError",
+    "SchemaError",
     "StatementBusyError", "StatementDiskFullError", "StatementMovedError", "TinyCortexError",
     "UnknownRevisionError", "breaker_state", "create_engine", "db_path_for", "invalidate", "with_connection",
 }  # fmt: skip

@@ -13,6 +13,8 @@ from sqlalchemy.dialects import registry as _dialects
 from . import options as opts
 from .connection import registry
 from .connection.breaker import BreakerState
+from .connection.handle import Lease, caller_location
+from .errors import OptionError
 from .sqlite import codes
 
 # The same dialect the "sqlalchemy.dialects" entry point names, registered directly so that the
@@ -32,12 +34,27 @@ def db_path_for(workspace: Workspace) -> Path:
 def create_engine(workspace: Workspace, **options: Any) -> sa.Engine:
     """An Engine on ``<workspace>/memory_tree/chunks.db`` sharing the file's one connection.
 
-    ``options`` are those of docs/options.md; an unknown name or bad value
-    raises :class:`~tinycortex_sa.OptionError`.
+    ``options`` are those of docs/options.md, and SQLAlchemy's own
+    ``create_engine`` arguments (``echo``, ``isolation_level``,
+    ``execution_options``, ...); an unknown name or a bad value raises
+    :class:`~tinycortex_sa.OptionError`.
     """
-    opts.parse(options)
-    url = sa.URL.create("sqlite+tinycortex", database=str(db_path_for(workspace)))
-    return sa.create_engine(url, **options)
+    opts.parse({k: v for k, v in options.items() if k in opts.NAMES})
+    path = db_path_for(workspace)
+    url = sa.URL.create("sqlite+tinycortex", database=str(path))
+    known = registry.existing_handle(path) is not None
+    try:
+        return sa.create_engine(url, **options)
+    except TypeError as err:
+        if "Invalid argument" not in str(err):
+            raise
+        if not known:
+            registry.forget_unused(path)  # the refused engine fixes nothing for the file
+        raise OptionError(
+            f"unknown option(s): {err.args[0].split(' sent to ')[0].removeprefix('Invalid argument(s) ')}: "
+            f"neither a library option ({', '.join(sorted(opts.NAMES))}; docs/options.md) nor a "
+            "SQLAlchemy create_engine() argument. Check the spelling."
+        ) from None
 
 
 def with_connection(workspace: Workspace, fn: Callable[[sqlite3.Connection], T], **options: Any) -> T:
@@ -49,8 +66,14 @@ def with_connection(workspace: Workspace, fn: Callable[[sqlite3.Connection], T],
     """
     explicit = opts.parse(options) if options else {}
     handle = registry.handle_for_workspace(workspace, explicit)
-    conn = handle.checkout(explicit.get("checkout_timeout", handle.options.checkout_timeout))
+    lease = Lease(caller_location() if explicit.get("trace_checkouts") else None)
     try:
+        conn = handle.checkout(
+            explicit.get("checkout_timeout", handle.options.checkout_timeout),
+            lease,
+            read_only=explicit.get("read_only", False),
+            begin="AUTOCOMMIT",
+        )
         return fn(conn)
     except sqlite3.DatabaseError as err:
         if codes.is_corruption(err):
@@ -59,7 +82,7 @@ def with_connection(workspace: Workspace, fn: Callable[[sqlite3.Connection], T],
             handle.close()  # renamed under us: the next call opens the file now at the path
         raise
     finally:
-        handle.checkin()
+        handle.checkin(lease)
 
 
 def invalidate(workspace: Workspace) -> None:

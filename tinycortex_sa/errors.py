@@ -149,6 +149,10 @@ class StatementDiskFullError(_Explained, DiskFullError):
     """The caller's write failed because the disk is full or a file-size limit was reached."""
 
 
+class ReadOnlyError(_Explained, TinyCortexError):
+    """A read-only engine's statement tried to write (``PRAGMA query_only`` refused it at once)."""
+
+
 class StatementMovedError(_Explained, DatabaseMovedError):
     """The caller's write found the file renamed or replaced under the open connection."""
 

@@ -42,12 +42,16 @@ class Options:
     """Model half of the embedding signature used by data migration 1."""
     embedding_dim: int = 768
     """Vector dimension used by data migration 1."""
+    read_only: bool = False
+    """Transactions begin DEFERRED and ``PRAGMA query_only`` refuses writes (never takes the write lock)."""
+    trace_checkouts: bool = False
+    """Record where each checkout was made, so a checkout timeout can name the holder's file and line."""
 
 
 DEFAULTS = Options()
 
 #: Options that describe the engine's caller rather than the shared file.
-ENGINE_SCOPED = frozenset({"checkout_timeout"})
+ENGINE_SCOPED = frozenset({"checkout_timeout", "read_only", "trace_checkouts"})
 #: Options fixed by the first caller for a file (see docs/options.md).
 FILE_SCOPED = frozenset(f.name for f in dataclasses.fields(Options)) - ENGINE_SCOPED
 
@@ -131,7 +135,13 @@ _CONVERTERS: dict[str, Callable[[str, object], Any]] = {
     "content_root": _path,
     "embedding_model": _model,
     "embedding_dim": lambda n, v: _int(n, v, 1, MAX_EMBEDDING_DIM),
+    "read_only": _bool,
+    "trace_checkouts": _bool,
 }
+
+
+#: Every option name the library knows.
+NAMES = frozenset(_CONVERTERS)
 
 
 def parse(raw: Mapping[str, object]) -> dict[str, Any]:

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tinycortex_sa import NestedCheckoutError, OptionConflictError
+from tinycortex_sa import OptionConflictError
 from tinycortex_sa.connection import registry
 
 
@@ -40,45 +38,6 @@ def test_first_caller_fixes_file_options(tmp_path: Path) -> None:
     with pytest.raises(OptionConflictError, match="breaker_threshold"):
         registry.handle_for(tmp_path / "other.db", {"breaker_threshold": 9})
     assert other.options.breaker_threshold == 3
-
-
-def test_nested_checkout_fails_fast(tmp_path: Path) -> None:
-    handle = registry.handle_for(tmp_path / "chunks.db")
-    handle.checkout(5)
-    try:
-        with pytest.raises(NestedCheckoutError, match="already holds"):
-            handle.checkout(5)
-    finally:
-        handle.checkin()
-    handle.checkout(0)
-    handle.checkin()
-
-
-def test_after_fork_the_old_connection_is_kept_alive_not_closed(tmp_path: Path) -> None:
-    handle = registry.handle_for(tmp_path / "chunks.db")
-    conn = handle.checkout(1)
-    handle.checkin()
-    generation = handle.generation
-    before = __import__("sys").getrefcount(conn)
-    handle.after_fork_in_child()  # what os.register_at_fork runs in a child
-    assert handle.conn is None and handle.generation == generation + 1
-    assert __import__("sys").getrefcount(conn) == before  # our extra reference replaced the handle's
-    with pytest.raises(sqlite3.DatabaseError, match="not authorized"):  # refused, but not closed
-        conn.execute("SELECT 1")
-    assert handle.checkout(1) is not conn
-    handle.checkin()
-    conn.close()
-
-
-def test_close_inside_a_checkout_waits_for_checkin(tmp_path: Path) -> None:
-    handle = registry.handle_for(tmp_path / "chunks.db")
-    conn = handle.checkout(1)
-    handle.close()
-    assert conn.execute("SELECT 1").fetchone() == (1,)
-    handle.checkin()
-    with pytest.raises(sqlite3.ProgrammingError):
-        conn.execute("SELECT 1")
-    assert os.path.exists(tmp_path / "chunks.db")
 
 
 def test_interpreter_exit_closes_the_connection(workspace: Path) -> None:

@@ -135,10 +135,96 @@ def test_deferred_begin_for_read_only_work(workspace: Path) -> None:
         conn.execution_options(tinycortex_begin="later")
 
 
-def test_autocommit_isolation_is_refused_with_a_pointer(workspace: Path) -> None:
-    engine = tinycortex_sa.create_engine(workspace)
-    with pytest.raises(OptionError, match="with_connection"), engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT")
+def _in_transaction(conn: sa.Connection) -> bool:
+    return bool(conn.connection.dbapi_connection.in_transaction)  # type: ignore[union-attr]
+
+
+def _write_locked_elsewhere(workspace: Path) -> bool:
+    """Whether another connection holds the write lock (a plain BEGIN IMMEDIATE would wait)."""
+    other = sqlite3.connect(tinycortex_sa.db_path_for(workspace), timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.rollback()
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        other.close()
+
+
+def test_autocommit_engine_runs_statements_without_begin_and_vacuum_works(workspace: Path) -> None:
+    engine = tinycortex_sa.create_engine(workspace, isolation_level="AUTOCOMMIT")
+    writer = tinycortex_sa.create_engine(workspace)  # the same shared connection
     with engine.connect() as conn:
-        conn.execution_options(isolation_level="READ UNCOMMITTED")
-        assert conn.exec_driver_sql("PRAGMA read_uncommitted").scalar() == 1
+        assert conn.get_isolation_level() == "AUTOCOMMIT"
+        conn.exec_driver_sql("CREATE TABLE t (x)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        assert not _in_transaction(conn) and not _write_locked_elsewhere(workspace)
+        conn.exec_driver_sql("VACUUM")  # refused inside a transaction
+    with writer.connect() as conn:  # another engine on the same connection still begins IMMEDIATE
+        conn.exec_driver_sql("SELECT count(*) FROM t").scalar()
+        assert _in_transaction(conn) and _write_locked_elsewhere(workspace)
+        conn.rollback()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 1
+        assert not _in_transaction(conn)
+
+
+def test_autocommit_for_one_connection_ends_with_its_checkout(workspace: Path) -> None:
+    engine = tinycortex_sa.create_engine(workspace)
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.exec_driver_sql("VACUUM")
+        assert not _in_transaction(conn)
+    with engine.connect() as conn:
+        assert conn.get_isolation_level() == "SERIALIZABLE"
+        conn.exec_driver_sql("SELECT 1").scalar()
+        assert _in_transaction(conn)
+    assert set(engine.dialect.get_isolation_level_values(None)) == {  # type: ignore[arg-type]
+        "AUTOCOMMIT",
+        "READ UNCOMMITTED",
+        "SERIALIZABLE",
+    }
+
+
+def test_skip_autocommit_rollback_still_rolls_back_a_real_transaction(workspace: Path) -> None:
+    engine = tinycortex_sa.create_engine(workspace, skip_autocommit_rollback=True)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x)")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        conn.rollback()  # was skipped: the driver's isolation_level=None looked like autocommit
+        assert not _in_transaction(conn) and not _write_locked_elsewhere(workspace)
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 0
+
+
+@pytest.mark.parametrize("how", ["keyword", "url"])
+def test_a_read_only_engine_never_takes_the_write_lock_and_refuses_writes(workspace: Path, how: str) -> None:
+    writer = tinycortex_sa.create_engine(workspace)
+    with writer.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    path = tinycortex_sa.db_path_for(workspace)
+    reader = (
+        tinycortex_sa.create_engine(workspace, read_only=True)
+        if how == "keyword"
+        else sa.create_engine(f"sqlite+tinycortex:///{path}?read_only=true")
+    )
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the write lock: reads go on
+    with reader.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 1
+    other.rollback()
+    with reader.connect() as conn:
+        conn.exec_driver_sql("SELECT count(*) FROM t").scalar()
+        assert not _write_locked_elsewhere(workspace)
+        before = path.read_bytes()
+        with pytest.raises(tinycortex_sa.ReadOnlyError, match=str(path)) as refused:
+            conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+        assert isinstance(refused.value, sa.exc.OperationalError)
+        assert path.read_bytes() == before
+    with writer.begin() as conn:  # the shared connection writes again for a writing engine
+        conn.exec_driver_sql("INSERT INTO t VALUES (3)")
+    with reader.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 2
+    other.close()

@@ -52,8 +52,8 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("migrations/versions/0002_additive_columns.py", "step"): "loops over STEPS, a fixed tuple of DDL",
     (
         "tinycortex_sa/engine/dialect.py",
-        "_BEGIN_SQL[handle.begin_mode]",
-    ): "a dict built from BEGIN_MODES (fixed); begin_mode is checked against it by set_characteristic",
+        "_BEGIN_SQL[mode]",
+    ): "a dict built from BEGIN_MODES (fixed); every mode passes _begin_mode() or is a handle constant",
 }
 
 

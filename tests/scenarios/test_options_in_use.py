@@ -129,7 +129,7 @@ def test_nested_use_after_invalidate_inside_with_connection_fails_fast(workspace
     worker.join(1.0)
     deadlocked = worker.is_alive()
     if deadlocked:  # undo the self-deadlock so that the suite can go on (a Lock may be released by anyone)
-        handle._lock.release()
+        handle.abandon()
         worker.join(WAIT)
     assert not deadlocked, "the thread deadlocked on its own connection lock after invalidate()"
     assert isinstance(worker.error, tinycortex_sa.NestedCheckoutError), worker.error

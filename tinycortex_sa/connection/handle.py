@@ -1,15 +1,33 @@
 """The shared connection of one database file, and who may use it now.
 
 A :class:`FileHandle` owns the single DBAPI connection of one chunk DB in this
-process, the lock that serialises its callers, the file's options and its
-circuit breaker.  It holds no process-wide state itself: the registry
-(:mod:`.registry`) creates one per file and hands it the function that opens
-the file.
+process, who holds it now, the queue of callers waiting for it, the file's
+options and its circuit breaker.  It holds no process-wide state itself: the
+registry (:mod:`.registry`) creates one per file and hands it the function that
+opens the file.
+
+**A checkout belongs to its lease, not to a thread.**  Each checkout is a
+:class:`Lease` the caller creates first and ends with :meth:`FileHandle.checkin`,
+from any thread (web frameworks return a Session's connection from another
+thread than the one that used it).  Nesting is found through a context variable:
+a checkout in the same context (thread, or asyncio task) while that context's
+own lease is still held fails fast with :class:`NestedCheckoutError`; another
+context waits in a first-come-first-served queue.
+
+**Interrupt-safe.**  An exception raised from a signal handler (KeyboardInterrupt,
+SystemExit, anything) can arrive between any two calls.  Ownership changes are
+single attribute stores made under a small mutex, never split by a call, and
+every caller that creates a lease releases it in a ``finally``/``except``
+(:meth:`checkin` of a lease that holds nothing does nothing).  What is left is
+SQLAlchemy's own gap between the pool handing a record over and wiring its
+connection object: a lease left there, with no connection object and no
+checkout on its thread's stack, is an orphan, reclaimed by the next checkout in
+its context at once and by a waiting caller at its next look.
 
 Ending or resetting a connection's use, each for one reason:
 
 =========================  ==================================================================
-``checkin()``              the holder is done; an open transaction is rolled back
+``checkin(lease)``         the holder is done; an open transaction is rolled back
 ``close()``                close now if idle, else at the holder's checkin
 ``discard(conn)``          ``conn`` broke or was closed under us: open afresh next time
 ``forget_detached()``      SQLAlchemy's ``detach()`` took the connection away: forget, never close
@@ -20,18 +38,23 @@ Ending or resetting a connection's use, each for one reason:
 
 Longer than the house's ~300 lines on purpose: the checkout protocol, the
 connection's lifetime and the fork hand-over all read and write the same
-lock and owner, and keeping them in one class is what lets every other
-module use the handle through public methods only.
+lease, queue and mutex, and keeping them in one class is what lets every
+other module use the handle through public methods only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
+import gc
 import os
 import sqlite3
+import sys
 import threading
+import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from threading import get_ident
@@ -51,6 +74,65 @@ from .breaker import CircuitBreaker
 #: ``opener(path, options, verify)``: open and initialise the file (``verify``: quick_check first).
 Opener = Callable[[Path, Options, bool], sqlite3.Connection]
 
+#: Seconds between a waiting caller's looks at the holder (orphaned lease, ended thread).
+HOLDER_CHECK = 0.2
+#: The BEGIN modes: how a transaction on the shared connection starts (``AUTOCOMMIT``: no BEGIN).
+BEGIN_MODES = ("IMMEDIATE", "DEFERRED", "EXCLUSIVE", "AUTOCOMMIT")
+
+
+class Lease:
+    """One checkout of a file's connection: who took it, when, from where, and whether it holds it."""
+
+    __slots__ = (
+        "active",
+        "checkout_code",
+        "checkout_frame_id",
+        "gc_tried",
+        "record",
+        "since",
+        "thread",
+        "where",
+    )
+
+    def __init__(self, where: str | None = None) -> None:
+        self.active = False
+        """True from the moment the connection is granted to this lease until it is given back."""
+        self.thread = threading.current_thread()
+        self.since = time.monotonic()
+        self.where = where
+        """The caller's ``file:line`` when checkouts are traced (``trace_checkouts=True``)."""
+        self.record: Any = None
+        """The pool's ``_ConnectionRecord`` for SQLAlchemy checkouts; None for ``with_connection``."""
+        self.checkout_code: Any = None
+        self.checkout_frame_id = 0
+        self.gc_tried = False
+
+    def describe(self) -> str:
+        """The holder, for error messages: thread, for how long, and where it checked out."""
+        alive = "" if self.thread.is_alive() else ", which has ended"
+        where = f" at {self.where}" if self.where else " (trace_checkouts=True shows where)"
+        return f"thread {self.thread.name!r}{alive}, for {time.monotonic() - self.since:.1f}s{where}"
+
+
+class _Waiter:
+    __slots__ = ("lease", "wake")
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.wake = threading.Lock()
+        self.wake.acquire()  # released when the connection is handed to this waiter
+
+
+def caller_location(skip: tuple[str, ...] = ("sqlalchemy", "tinycortex_sa")) -> str | None:
+    """``file:line`` of the first frame outside SQLAlchemy and this library (for traced checkouts)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if not name.startswith(skip):
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
 
 class FileHandle:
     """The shared connection of one database file, and who may use it now."""
@@ -64,19 +146,27 @@ class FileHandle:
         self.opens = 0
         """How many times this process tried to open the file (tests count file access)."""
         self.begin_mode = "IMMEDIATE"
-        """How the dialect's next BEGIN starts; reset to IMMEDIATE at every checkin."""
+        """How the dialect's next BEGIN starts; set at every checkout (one of :data:`BEGIN_MODES`)."""
         self.breaker = CircuitBreaker(path)
         self._opener = opener
         self._fixed = False
         self._options_lock = threading.Lock()
-        self._lock = threading.Lock()
-        self._owner: int | None = None
+        self._mutex = threading.Lock()
+        """Guards :attr:`_lease` and :attr:`_queue`; held for a few statements, never while waiting."""
+        self._lease: Lease | None = None
+        self._queue: deque[_Waiter] = deque()
+        self._mine: contextvars.ContextVar[Lease | None] = contextvars.ContextVar(
+            f"tinycortex_sa_lease_{id(self)}", default=None
+        )
+        self._query_only = False
+        """Whether ``PRAGMA query_only`` is on for the open connection (read-only engines turn it on)."""
         self._forked_in_use = False
         self._suspect = False
         """A caller's statement hit SQLITE_CORRUPT: the next open runs quick_check first."""
         self._fork_unsafe = False
         """Set just before a fork when SQLite may hold a lock on the file that the fork could not wait out."""
         self._close_pending = False
+        self._fork_lease: Lease | None = None
         self._users: weakref.WeakSet[Any] = weakref.WeakSet()
 
     # -- options ---------------------------------------------------------------
@@ -119,35 +209,59 @@ class FileHandle:
                     )
 
     # -- checkout ----------------------------------------------------------------
-    def checkout(self, timeout: float) -> sqlite3.Connection:
-        """Take the connection for this thread, opening it if needed."""
-        me = get_ident()
-        if self._owner == me:
-            raise NestedCheckoutError(
-                f"{self.path}: this thread already holds the connection (a Session or connection "
-                "opened inside another, or an engine used inside with_connection). Finish or close "
-                "the outer one first, or pass its connection down; waiting here would deadlock."
+    def checkout(
+        self, timeout: float, lease: Lease, *, read_only: bool = False, begin: str = ""
+    ) -> sqlite3.Connection:
+        """Grant the connection to ``lease``, opening it if needed; wait up to ``timeout`` seconds.
+
+        The caller created ``lease`` and calls :meth:`checkin` with it when done,
+        also when this raises.  ``read_only`` turns ``PRAGMA query_only`` on for
+        this checkout; ``begin`` is the BEGIN mode (default ``DEFERRED`` when
+        read-only, else ``IMMEDIATE``).
+        """
+        if self._forked_in_use:
+            raise ForkedInUseError(
+                f"{self.path}: this process was forked while its parent was using the database (a "
+                "transaction or statement was open), so SQLite cannot use the file from this child. "
+                "Fork while no connection to the file is checked out, or before opening it."
             )
+        outer = self._mine.get()
+        if outer is not None and outer.active:
+            if not self._orphaned(outer):
+                raise NestedCheckoutError(
+                    f"{self.path}: this thread (or task) already holds the connection: a Session or "
+                    "connection opened inside another on the same file, or an engine used inside "
+                    "with_connection. Finish or close the outer one first, or pass its connection "
+                    "down; waiting here would deadlock."
+                )
+            self.checkin(outer)  # an interrupt left it behind: nobody else will give it back
         if self.conn is None:
-            self.breaker.check()  # refuse at once while open, before waiting for the lock
-        lock = self._lock
-        if not lock.acquire(False) and not lock.acquire(timeout=timeout):  # uncontended: no timed wait
+            self.breaker.check()  # refuse at once while open, before waiting
+        if not self._take(lease, timeout):
             raise CheckoutTimeoutError(
-                f"{self.path}: another thread held the connection for more than "
-                f"checkout_timeout={timeout:g}s; raise checkout_timeout or shorten that work."
+                f"{self.path}: the connection has been held by {self._holder_text()} for longer than "
+                f"checkout_timeout={timeout:g}s. Close every Session and connection when done (`with "
+                "Session(engine) as session:`), or raise checkout_timeout; see docs/concurrency.md."
             )
-        self._owner = me
+        self._mine.set(lease)
         conn = self.conn
         if conn is None:
-            try:
-                conn = self._open()
-            except BaseException:
-                self._release()
-                raise
+            conn = self._open()
+            self._query_only = False
+        if read_only is not self._query_only:
+            conn.execute("PRAGMA query_only = 1" if read_only else "PRAGMA query_only = 0")
+            self._query_only = read_only
+        self.begin_mode = begin or ("DEFERRED" if read_only else "IMMEDIATE")
         return conn
 
-    def checkin(self) -> None:
-        """Give the connection back; any transaction left open is rolled back."""
+    def checkin(self, lease: Lease) -> None:
+        """End ``lease``'s use of the connection; any transaction left open is rolled back.
+
+        From any thread; a lease that holds nothing (never granted, or given
+        back already) is ignored.
+        """
+        if self._lease is not lease or not lease.active:
+            return
         try:
             conn = self.conn
             if conn is not None:
@@ -158,33 +272,119 @@ class FileHandle:
                     self.discard(conn)
             if self._close_pending:
                 self._close_locked()
-        finally:  # self._release(), inlined: this runs at the end of every checkout
-            self.begin_mode = "IMMEDIATE"
-            self._owner = None
-            self._lock.release()
+        finally:
+            self._give_back(lease)
 
-    def _release(self) -> None:
-        self.begin_mode = "IMMEDIATE"
-        self._owner = None
-        self._lock.release()
+    def _take(self, lease: Lease, timeout: float) -> bool:
+        """Make ``lease`` the holder, first come first served; False after ``timeout`` seconds."""
+        with self._mutex:
+            holder = self._lease
+            if (holder is None or not holder.active) and not self._queue:
+                lease.active = True
+                self._lease = lease
+                return True
+            waiter = _Waiter(lease)
+            self._queue.append(waiter)
+        deadline = time.monotonic() + timeout
+        try:
+            while self._lease is not lease:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                if waiter.wake.acquire(timeout=min(remaining, HOLDER_CHECK)):
+                    break
+                self._look_at_holder()
+        finally:
+            with self._mutex:
+                if self._lease is not lease:
+                    with contextlib.suppress(ValueError):
+                        self._queue.remove(waiter)
+        return self._lease is lease
+
+    def _give_back(self, lease: Lease) -> None:
+        """End ``lease``'s hold and hand the connection to the first waiter (no call splits the change)."""
+        with self._mutex:
+            if self._lease is not lease:
+                return
+            lease.active = False
+            lease.record = None
+            if self._queue:
+                nxt = self._queue[0]
+                del self._queue[0]
+                nxt.lease.active = True
+                self._lease = nxt.lease
+                nxt.wake.release()
+            else:
+                self._lease = None
+
+    def _look_at_holder(self) -> None:
+        """A waiter's periodic look: reclaim an orphaned lease; collect a leak of an ended thread once."""
+        holder = self._lease
+        if holder is None or not holder.active:
+            return
+        if self._orphaned(holder):
+            self.checkin(holder)
+        elif not holder.thread.is_alive() and not holder.gc_tried:
+            # a Session leaked by a thread that has ended: unreachable, its connection comes back when
+            # the garbage collector finalises it (SQLAlchemy returns it), so run the collector now
+            holder.gc_tried = True
+            gc.collect()
+
+    def _orphaned(self, lease: Lease) -> bool:
+        """Whether ``lease`` can never be given back: an interrupt left it in SQLAlchemy's checkout.
+
+        A SQLAlchemy checkout is orphaned when its record has no live
+        connection object (a live one is returned by its owner or by the
+        garbage collector) and its thread is no longer inside the checkout
+        that took it.  ``with_connection`` and direct checkouts release in a
+        ``finally`` and are never orphaned.
+        """
+        record = lease.record
+        if record is None or not lease.active:
+            return False
+        ref = getattr(record, "fairy_ref", None)
+        if ref is not None and ref() is not None:
+            return False
+        ident = lease.thread.ident
+        frame = sys._getframe() if ident == get_ident() else sys._current_frames().get(ident or -1)
+        while frame is not None:
+            if frame.f_code is lease.checkout_code and id(frame) == lease.checkout_frame_id:
+                return False  # still checking out
+            frame = frame.f_back
+        return lease.record is record and lease.active
+
+    def _holder_text(self) -> str:
+        holder = self._lease
+        if holder is None:
+            return "another caller"
+        return holder.describe()
 
     @property
-    def held_by_current_thread(self) -> bool:
-        return self._owner == get_ident()
+    def query_only(self) -> bool:
+        """Whether the open connection runs under ``PRAGMA query_only`` now (a read-only checkout)."""
+        return self._query_only
 
     @property
     def held(self) -> bool:
-        """Whether some caller holds the connection now."""
-        return self._owner is not None
+        """Whether some lease holds the connection now."""
+        holder = self._lease
+        return holder is not None and holder.active
+
+    def holds(self, lease: Lease) -> bool:
+        """Whether ``lease`` holds the connection now."""
+        return self._lease is lease and lease.active
 
     def current_connection(self) -> sqlite3.Connection:
-        """The open connection for the holder (this thread), opening the file's next one if it was closed.
+        """The open connection for the holder, opening the file's next one if it was closed.
 
         The pool's creator calls it when SQLAlchemy recycles a record after a
         pool-wide invalidation, inside the checkout that holds the handle.
         """
-        assert self.held_by_current_thread, "called inside the holder's checkout"
-        return self.conn if self.conn is not None else self._open()
+        assert self.held, "called inside a checkout"
+        if self.conn is None:
+            self._query_only = False
+            return self._open()
+        return self.conn
 
     def _open(self) -> sqlite3.Connection:
         if self._forked_in_use:
@@ -214,16 +414,21 @@ class FileHandle:
 
     def read_pragmas(self) -> dict[str, object]:
         """The pragmas of the open connection, as SQLite reports them (for status and demos)."""
-        conn = self.checkout(self.options.checkout_timeout)
+        lease = Lease()
         try:
-            return pragmas.read(conn)
+            return pragmas.read(self.checkout(self.options.checkout_timeout, lease))
         finally:
-            self.checkin()
+            self.checkin(lease)
 
     # -- lifetime ------------------------------------------------------------------
     def add_user(self, user: object) -> None:
         """Count an engine's pool as a user of this file."""
         self._users.add(user)
+
+    @property
+    def has_users(self) -> bool:
+        """Whether some engine's pool still counts as a user of this file."""
+        return len(self._users) > 0
 
     def remove_user(self, user: object) -> None:
         """Forget a pool; the last one to go closes the connection."""
@@ -237,13 +442,14 @@ class FileHandle:
         Never waits for another thread (which may be waiting for this one).
         """
         self._close_pending = True
-        if self.held_by_current_thread or not self._lock.acquire(blocking=False):
+        lease = Lease()
+        if not self._take(lease, 0):
             return  # the holder's checkin closes it (or the next one's, if it was checking in)
         try:
             if self._close_pending:
                 self._close_locked()
         finally:
-            self._lock.release()
+            self._give_back(lease)
 
     def _close_locked(self) -> None:
         self._close_pending = False
@@ -288,47 +494,58 @@ class FileHandle:
 
     def close_at_exit(self) -> None:
         """Close the connection if nobody holds it (interpreter exit never waits)."""
-        if self._lock.acquire(timeout=0):
+        lease = Lease()
+        if self._take(lease, 0):
             try:
                 self._close_locked()
             finally:
-                self._lock.release()
+                self._give_back(lease)
+
+    def abandon(self) -> None:
+        """End whatever lease holds the connection, then close it (a test's clean-up between cases)."""
+        holder = self._lease
+        if holder is not None:
+            self.checkin(holder)
+        self.close()
 
     # -- fork ----------------------------------------------------------------------
     def quiesce_for_fork(self, grace: float) -> bool:
-        """Before ``fork()``: wait for the holder to check in; True if this thread now holds the lock.
+        """Before ``fork()``: wait for the holder to check in; True if the fork now holds the connection.
 
         A lock SQLite holds for another thread at the fork instant (a
         transaction, a statement being stepped, an open in progress) stays
         "held" in the child's copy of SQLite's in-process lock table for good:
         the child's own connection would then wait busy_timeout and fail,
         holding the file's write lock the whole time.  So the fork waits for
-        the thread using the connection to check it in: briefly in any case
-        (``grace``: that thread may take a lock at any moment, even right
+        the caller using the connection to check it in: briefly in any case
+        (``grace``: that caller may take a lock at any moment, even right
         after a check), and up to the file's checkout_timeout while SQLite
         holds a lock for it.  One that keeps a lock past checkout_timeout
         makes the child refuse the file at once (:class:`ForkedInUseError`).
-        The caller releases with :meth:`resume_after_fork`.
+        The parent gives it back with :meth:`resume_after_fork`.
         """
         self._fork_unsafe = False
-        if self._owner == get_ident():  # the forking thread's own checkout: is SQLite holding a lock?
-            self._fork_unsafe = self._may_hold_sqlite_lock()
+        holder = self._lease
+        if holder is not None and holder.active and holder.thread is threading.current_thread():
+            self._fork_unsafe = self._may_hold_sqlite_lock()  # the forking thread's own checkout
             return False
-        if self._lock.acquire(timeout=grace):
+        lease = Lease()
+        if self._take(lease, grace) or (
+            self._may_hold_sqlite_lock() and self._take(lease, self.options.checkout_timeout)
+        ):
+            self._fork_lease = lease
             return True
-        if not self._may_hold_sqlite_lock():
-            return False
-        if self._lock.acquire(timeout=self.options.checkout_timeout):
-            return True
-        self._fork_unsafe = True
+        self._fork_unsafe = self._may_hold_sqlite_lock()
         return False
 
     def resume_after_fork(self) -> None:
-        """Release the lock :meth:`quiesce_for_fork` took (in the parent)."""
-        self._lock.release()
+        """In the parent: give back what :meth:`quiesce_for_fork` took."""
+        lease, self._fork_lease = self._fork_lease, None
+        if lease is not None:
+            self._give_back(lease)
 
     def _may_hold_sqlite_lock(self) -> bool:
-        """Whether SQLite may hold a lock on the file for the thread that holds the handle.
+        """Whether SQLite may hold a lock on the file for the caller that holds the handle.
 
         A transaction (``in_transaction``) is not the only case: a statement that
         is still being stepped in autocommit mode (``with_connection`` iterating a
@@ -346,10 +563,17 @@ class FileHandle:
         parent's connection is kept alive forever, untouched, and this process
         opens its own on first use.  If the parent was inside a transaction or
         statement on it, SQLite's in-process lock state says the file is locked
-        for good in this child: refuse clearly instead of timing out.
+        for good in this child: refuse clearly instead of timing out.  The
+        forking thread's own checkout, if any, continues in the child and
+        checks in; every other caller's is gone with its thread.
         """
-        me = get_ident()
-        held_by_me = self._owner == me
+        holder = self._lease
+        mine = (
+            holder is not None
+            and holder.active
+            and holder is not self._fork_lease
+            and holder.thread is threading.current_thread()
+        )
         conn = self.conn
         # a snapshot of the fork instant: a transaction open, or (seen by quiesce_for_fork) a lock
         # SQLite held for a statement of another thread that the fork could not wait for
@@ -359,13 +583,12 @@ class FileHandle:
             _keep_forever(conn)
         self.conn = None
         self.generation += 1
-        self._lock = threading.Lock()
+        self._mutex = threading.Lock()
         self._options_lock = threading.Lock()
+        self._queue = deque()
+        self._fork_lease = None
         self._close_pending = False
-        self._owner = None
-        if held_by_me:  # the forking thread's own checkout continues in the child and checks in
-            self._lock.acquire()
-            self._owner = me
+        self._lease = holder if mine else None
         self.breaker = CircuitBreaker(
             self.path, self.options.breaker_threshold, self.options.breaker_cooldown
         )

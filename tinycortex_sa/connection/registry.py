@@ -107,12 +107,24 @@ def existing_handle(db_path: str | os.PathLike[str]) -> FileHandle | None:
     return _handles.get(key)
 
 
+def forget_unused(db_path: str | os.PathLike[str]) -> None:
+    """Forget the handle of ``db_path`` if nothing uses it (an engine refused while it was made)."""
+    key = os.path.realpath(os.path.abspath(os.fspath(db_path)))
+    with _registry_lock:
+        handle = _handles.get(key)
+        if handle is None or handle.held or handle.conn is not None or handle.has_users:
+            return
+        del _handles[key]
+        for alias in [a for a, h in _aliases.items() if h is handle]:
+            del _aliases[alias]
+        for ws in [w for w, h in _by_workspace.items() if h is handle]:
+            del _by_workspace[ws]
+
+
 def close_all() -> None:
     """Close every handle's connection and forget every handle (tests start each case clean)."""
     for handle in list(_handles.values()):
-        if handle.held_by_current_thread:
-            handle.checkin()
-        handle.close()
+        handle.abandon()
     with _registry_lock:
         _handles.clear()
         _aliases.clear()

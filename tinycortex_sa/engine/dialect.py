@@ -7,8 +7,12 @@
   connection per file, process-wide.
 * The library, not the driver, emits BEGIN (SQLAlchemy's pysqlite recipe):
   ``BEGIN IMMEDIATE`` by default so that writers from several processes wait
-  on ``busy_timeout``; ``execution_options(tinycortex_begin="deferred")`` runs
-  read-only work under a deferred BEGIN.
+  on ``busy_timeout``; ``read_only=True`` engines begin ``DEFERRED`` and run
+  under ``PRAGMA query_only``, so they never take the write lock;
+  ``execution_options(tinycortex_begin="deferred")`` chooses the BEGIN of
+  one engine or connection; ``isolation_level="AUTOCOMMIT"`` emits no BEGIN.
+  All of it is decided per checkout, because the DBAPI connection is shared by
+  every engine on the file.
 * A plain INSERT with many parameter sets is sent as multi-row
   ``INSERT ... VALUES (...), (...)`` batches (SQLAlchemy's "insertmanyvalues",
   which it uses for RETURNING already), not as one statement per row:
@@ -23,8 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.engine.characteristics import ConnectionCharacteristic
-from sqlalchemy.engine.interfaces import ConnectArgsType, DBAPIConnection, Dialect, IsolationLevel
+from sqlalchemy.engine.interfaces import ConnectArgsType, DBAPIConnection, IsolationLevel
 from sqlalchemy.pool import Pool
 
 from .. import options as opts
@@ -35,32 +38,16 @@ from . import reflection, statement_errors
 from .pool import TinyCortexPool
 
 BEGIN_MODES = {"immediate": "BEGIN IMMEDIATE", "deferred": "BEGIN DEFERRED", "exclusive": "BEGIN EXCLUSIVE"}
-#: ``FileHandle.begin_mode`` (upper case) to its statement, built once rather than at every BEGIN.
+#: ``FileHandle.begin_mode`` to its statement, built once rather than at every BEGIN.
 _BEGIN_SQL = {mode.upper(): sql for mode, sql in BEGIN_MODES.items()}
 
 
-class BeginCharacteristic(ConnectionCharacteristic):
-    """The ``tinycortex_begin`` execution option: how the next transaction begins."""
-
-    transactional = True
-
-    def reset_characteristic(self, dialect: Dialect, dbapi_conn: DBAPIConnection) -> None:
-        handle = getattr(dialect, "tinycortex_handle", None)
-        if handle is not None:
-            handle.begin_mode = "IMMEDIATE"
-
-    def set_characteristic(self, dialect: Dialect, dbapi_conn: DBAPIConnection, value: Any) -> None:
-        if value not in BEGIN_MODES:
-            raise OptionError(
-                f"execution option tinycortex_begin must be one of {sorted(BEGIN_MODES)}, got {value!r}"
-            )
-        handle = getattr(dialect, "tinycortex_handle", None)
-        if handle is not None:
-            handle.begin_mode = value.upper()
-
-    def get_characteristic(self, dialect: Dialect, dbapi_conn: DBAPIConnection) -> Any:
-        handle = getattr(dialect, "tinycortex_handle", None)
-        return "immediate" if handle is None else handle.begin_mode.lower()
+def _begin_mode(value: object) -> str:
+    if value not in BEGIN_MODES:
+        raise OptionError(
+            f"execution option tinycortex_begin must be one of {sorted(BEGIN_MODES)}, got {value!r}"
+        )
+    return str(value).upper()
 
 
 class TinyCortexDialect(SQLiteDialect_pysqlite):
@@ -78,9 +65,6 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
     (with ``executemany`` the rows before it stayed): either way the error
     propagates and the transaction is rolled back, as after any failure.
     """
-    connection_characteristics = SQLiteDialect_pysqlite.connection_characteristics.union(
-        {"tinycortex_begin": BeginCharacteristic()}
-    )
 
     def __init__(
         self,
@@ -93,9 +77,15 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
         content_root: Any = None,
         embedding_model: str | None = None,
         embedding_dim: int | None = None,
+        read_only: bool | None = None,
+        trace_checkouts: bool | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
+        # An engine's isolation level belongs to its checkouts, not to the shared DBAPI connection
+        # (SQLAlchemy would set it once per connection, for every engine): AUTOCOMMIT is applied
+        # as "no BEGIN" at each checkout of this engine; the other levels are SQLite's default.
+        self.tinycortex_autocommit = kw.get("isolation_level") == "AUTOCOMMIT"
         given = {
             "busy_timeout": busy_timeout,
             "breaker_threshold": breaker_threshold,
@@ -106,12 +96,18 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
             "content_root": content_root,
             "embedding_model": embedding_model,
             "embedding_dim": embedding_dim,
+            "read_only": read_only,
+            "trace_checkouts": trace_checkouts,
         }
         self._kw_options = opts.parse({k: v for k, v in given.items() if v is not None})
         self.tinycortex_handle: FileHandle | None = None
         self.tinycortex_options: dict[str, Any] = {}
         """The options this engine was created with (URL and keywords, validated)."""
         self.tinycortex_checkout_timeout = opts.DEFAULTS.checkout_timeout
+        self.tinycortex_read_only = False
+        self.tinycortex_trace = False
+        self.tinycortex_begin = "AUTOCOMMIT" if self.tinycortex_autocommit else ""
+        """The BEGIN mode of this engine's checkouts ("": by read_only, see FileHandle.checkout)."""
 
     @classmethod
     def get_pool_class(cls, url: URL) -> type[Pool]:
@@ -150,6 +146,8 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
         self.tinycortex_checkout_timeout = explicit.get(
             "checkout_timeout", self.tinycortex_handle.options.checkout_timeout
         )
+        self.tinycortex_read_only = bool(explicit.get("read_only", False))
+        self.tinycortex_trace = bool(explicit.get("trace_checkouts", False))
         return [], {}
 
     def connect(self, *cargs: Any, **cparams: Any) -> DBAPIConnection:
@@ -172,9 +170,47 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
             limit = dbapi_conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self.insertmanyvalues_max_parameters = min(self.insertmanyvalues_max_parameters, limit)
 
+    def _builtin_onconnect(self) -> Any:
+        """Nothing per DBAPI connection: the engine's isolation level is applied per checkout."""
+        return None
+
     def do_begin(self, dbapi_connection: Any) -> None:
         handle = self.tinycortex_handle
-        dbapi_connection.execute("BEGIN IMMEDIATE" if handle is None else _BEGIN_SQL[handle.begin_mode])
+        mode = "IMMEDIATE" if handle is None else handle.begin_mode
+        if mode != "AUTOCOMMIT":
+            dbapi_connection.execute(_BEGIN_SQL[mode])
+
+    # -- per-checkout BEGIN: tinycortex_begin and AUTOCOMMIT ----------------------------------
+    def set_engine_execution_options(self, engine: Engine, opts: Any) -> None:
+        """``engine.execution_options(tinycortex_begin=...)``: the BEGIN of that engine's transactions.
+
+        A ``begin`` listener on that engine alone sets the mode for the
+        transaction about to begin: no per-checkout characteristic set-and-reset.
+        """
+        super().set_engine_execution_options(engine, opts)
+        if "tinycortex_begin" in opts:
+            mode = _begin_mode(opts["tinycortex_begin"])
+            handle = self.tinycortex_handle
+
+            def begin_with_mode(conn: sa.Connection) -> None:
+                if handle is not None and handle.begin_mode != "AUTOCOMMIT":
+                    handle.begin_mode = mode
+
+            sa.event.listen(engine, "begin", begin_with_mode)
+
+    def set_connection_execution_options(self, connection: sa.Connection, opts: Any) -> None:
+        """``connection.execution_options(tinycortex_begin=...)``: the BEGIN for this checkout."""
+        super().set_connection_execution_options(connection, opts)
+        if "tinycortex_begin" in opts:
+            mode = _begin_mode(opts["tinycortex_begin"])
+            if connection.in_transaction():
+                raise OptionError(
+                    "execution option tinycortex_begin must be set before the connection's transaction "
+                    "begins (set it on the engine, or right after connect())"
+                )
+            handle = self.tinycortex_handle
+            if handle is not None and handle.begin_mode != "AUTOCOMMIT":
+                handle.begin_mode = mode
 
     def get_foreign_keys(
         self, connection: Any, table_name: str, schema: str | None = None, **kw: Any
@@ -183,12 +219,30 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
         return reflection.get_foreign_keys(self, connection, table_name, schema, **kw)
 
     def set_isolation_level(self, dbapi_connection: DBAPIConnection, level: IsolationLevel) -> None:
+        """AUTOCOMMIT: no BEGIN for the rest of this checkout; otherwise ``PRAGMA read_uncommitted``.
+
+        The driver stays in ``isolation_level=None`` whatever the level: the
+        library emits BEGIN itself, and not at all under AUTOCOMMIT.
+        """
+        handle = self.tinycortex_handle
         if level == "AUTOCOMMIT":
-            raise OptionError(
-                "isolation_level='AUTOCOMMIT' is not supported on sqlite+tinycortex: the library emits "
-                "BEGIN itself; use tinycortex_sa.with_connection() for statements outside a transaction"
-            )
-        # keep the driver in isolation_level=None (the library emits BEGIN); only the pragma changes
+            if handle is not None:
+                handle.begin_mode = "AUTOCOMMIT"
+            return
+        if handle is not None and handle.begin_mode == "AUTOCOMMIT" and not self.tinycortex_autocommit:
+            handle.begin_mode = "DEFERRED" if self.tinycortex_read_only else "IMMEDIATE"
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA read_uncommitted = {self._isolation_lookup[level]}")
         cursor.close()
+
+    def get_isolation_level(self, dbapi_connection: DBAPIConnection) -> IsolationLevel:
+        handle = self.tinycortex_handle
+        if handle is not None and handle.begin_mode == "AUTOCOMMIT":
+            return "AUTOCOMMIT"
+        level: IsolationLevel = super().get_isolation_level(dbapi_connection)  # type: ignore[no-untyped-call]
+        return level
+
+    def detect_autocommit_setting(self, dbapi_conn: DBAPIConnection) -> bool:
+        """Autocommit is this checkout's mode, not the driver's ``isolation_level`` (always None here)."""
+        handle = self.tinycortex_handle
+        return handle is not None and handle.begin_mode == "AUTOCOMMIT"

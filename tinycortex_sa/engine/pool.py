@@ -9,24 +9,32 @@ the handle's current connection, rebuilt when the handle opens a new one.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from sqlalchemy.pool import ConnectionPoolEntry, Pool
 from sqlalchemy.pool.base import _ConnectionRecord
 
-from ..connection.handle import FileHandle
+from ..connection.handle import FileHandle, Lease, caller_location
 
 
 class TinyCortexPool(Pool):
     """A pool of one connection shared process-wide with every engine on the file."""
 
     def __init__(self, creator: Any, **kw: Any) -> None:
+        # The handle's checkin rolls back whatever is open: SQLAlchemy's reset-on-return would only
+        # repeat it (a second ROLLBACK through the pool's reset machinery on every checkin).
+        kw["reset_on_return"] = None
         super().__init__(creator, **kw)
         handle: FileHandle = getattr(self._dialect, "tinycortex_handle", None)  # type: ignore[assignment]
         if handle is None:
             raise TypeError("TinyCortexPool serves engines of the sqlite+tinycortex dialect only")
         self._handle = handle
         self._timeout: float = self._dialect.tinycortex_checkout_timeout  # type: ignore[union-attr]
+        self._read_only: bool = self._dialect.tinycortex_read_only  # type: ignore[union-attr]
+        self._begin: str = self._dialect.tinycortex_begin  # type: ignore[union-attr]
+        self._trace: bool = self._dialect.tinycortex_trace  # type: ignore[union-attr]
+        self._lease: Lease | None = None
         self._record: _ConnectionRecord | None = None
         self._generation = -1
         self._attached = False
@@ -38,24 +46,35 @@ class TinyCortexPool(Pool):
             self._attached = True
         if not handle.options_fixed:  # invalidate() forgot the file's options: this engine's apply again
             handle.fix_options(self._dialect.tinycortex_options)  # type: ignore[union-attr]
-        handle.checkout(self._timeout)
+        lease = Lease(caller_location() if self._trace else None)
         try:
+            handle.checkout(self._timeout, lease, read_only=self._read_only, begin=self._begin)
             if self._generation != handle.generation or self._record is None:
                 # the handle opened a new connection: wrap it, firing "connect" events
                 self._record = _ConnectionRecord(self)
                 self._generation = handle.generation
-            return self._record
+            record = lease.record = self._record
+            # SQLAlchemy's checkout that called us: an interrupt after we return and before it wires
+            # the connection object leaves the lease orphaned; the handle recognises that by this frame
+            caller = sys._getframe(1)
+            lease.checkout_code, lease.checkout_frame_id = caller.f_code, id(caller)
+            del caller
+            self._lease = lease
+            return record
         except BaseException:
-            handle.checkin()
+            handle.checkin(lease)
             raise
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         handle = self._handle
+        lease, self._lease = self._lease, None
+        if lease is None or not handle.holds(lease):
+            return  # given back already (reclaimed after an interrupt, or the file was invalidated)
         held: object = handle.conn
         if held is not None and record.dbapi_connection is not held:
             handle.forget_detached()  # detach(): the caller keeps it; the next checkout opens anew
             self._generation = -1
-        handle.checkin()
+        handle.checkin(lease)
 
     def _close_connection(self, connection: Any, *, terminate: bool = False) -> None:
         # The handle owns the connection's lifetime; SQLAlchemy asking a pool to

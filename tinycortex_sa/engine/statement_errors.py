@@ -18,7 +18,7 @@ import sqlite3
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError
 
-from ..errors import StatementBusyError, StatementDiskFullError, StatementMovedError
+from ..errors import ReadOnlyError, StatementBusyError, StatementDiskFullError, StatementMovedError
 from ..sqlite import codes, messages
 
 
@@ -40,4 +40,6 @@ def explain(context: ExceptionContext) -> BaseException | None:
         return StatementBusyError.wrap(err, orig, handle.path, message)
     if codes.is_write_failure(orig):
         return StatementDiskFullError.wrap(err, orig, handle.path, messages.full_message(handle.path, orig))
+    if handle.query_only and codes.is_permission(orig):
+        return ReadOnlyError.wrap(err, orig, handle.path, messages.read_only_message(handle.path))
     return None

@@ -26,6 +26,15 @@ def moved_message(path: Path) -> str:
     )
 
 
+def read_only_message(path: Path) -> str:
+    """What to say when a read-only engine's statement tried to write."""
+    return (
+        f"{path}: this engine is read-only (read_only=True): its transactions never take the write "
+        "lock, and SQLite refused the write before changing anything. Write through an engine made "
+        "without read_only."
+    )
+
+
 def full_message(path: Path, err: BaseException) -> str:
     """What to say when a write to ``path`` failed for lack of space (or a file-size limit)."""
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]

@@ -1,0 +1,3 @@
+"""Alembic's dialect compliance suite (``alembic.testing.suite``)."""
+
+from alembic.testing.suite import *  # noqa: F403
