@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,6 +68,7 @@ def with_connection(workspace: Workspace, fn: Callable[[sqlite3.Connection], T],
     explicit = opts.parse(options) if options else {}
     handle = registry.handle_for_workspace(workspace, explicit)
     lease = Lease(caller_location() if explicit.get("trace_checkouts") else None)
+    lease.owned_by(sys._getframe())  # released by the finally below, or reclaimed if that never runs
     try:
         conn = handle.checkout(
             explicit.get("checkout_timeout", handle.options.checkout_timeout),

@@ -60,12 +60,15 @@ from pathlib import Path
 from threading import get_ident
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from ..errors import (
     CheckoutTimeoutError,
     DatabaseBusyError,
     ForkedInUseError,
     NestedCheckoutError,
     OptionConflictError,
+    TinyCortexError,
 )
 from ..options import DEFAULTS, FILE_SCOPED, Options, resolve
 from ..sqlite import pragmas
@@ -73,6 +76,11 @@ from .breaker import CircuitBreaker
 
 #: ``opener(path, options, verify)``: open and initialise the file (``verify``: quick_check first).
 Opener = Callable[[Path, Options, bool], sqlite3.Connection]
+
+#: What counts against the file in its breaker: failures of the file, SQLite, the schema or the
+#: migrations.  Anything else (KeyboardInterrupt, an exception raised by a signal handler in the
+#: middle of an open) says nothing about the install and is neutral.
+OPEN_FAILURES: tuple[type[BaseException], ...] = (sqlite3.Error, OSError, TinyCortexError, SQLAlchemyError)
 
 #: Seconds between a waiting caller's looks at the holder (orphaned lease, ended thread).
 HOLDER_CHECK = 0.2
@@ -83,16 +91,7 @@ BEGIN_MODES = ("IMMEDIATE", "DEFERRED", "EXCLUSIVE", "AUTOCOMMIT")
 class Lease:
     """One checkout of a file's connection: who took it, when, from where, and whether it holds it."""
 
-    __slots__ = (
-        "active",
-        "checkout_code",
-        "checkout_frame_id",
-        "gc_tried",
-        "record",
-        "since",
-        "thread",
-        "where",
-    )
+    __slots__ = ("active", "gc_tried", "owner_code", "owner_frame_id", "record", "since", "thread", "where")
 
     def __init__(self, where: str | None = None) -> None:
         self.active = False
@@ -103,9 +102,18 @@ class Lease:
         """The caller's ``file:line`` when checkouts are traced (``trace_checkouts=True``)."""
         self.record: Any = None
         """The pool's ``_ConnectionRecord`` for SQLAlchemy checkouts; None for ``with_connection``."""
-        self.checkout_code: Any = None
-        self.checkout_frame_id = 0
+        self.owner_code: Any = None
+        self.owner_frame_id = 0
         self.gc_tried = False
+
+    def owned_by(self, frame: Any) -> None:
+        """The call that releases this lease in its ``finally`` (or wires it for SQLAlchemy).
+
+        While that call is on its thread's stack the lease is in use; once it is
+        gone, only a live connection object can still give the lease back.  A
+        lease without an owner is never taken for an orphan.
+        """
+        self.owner_code, self.owner_frame_id = frame.f_code, id(frame)
 
     def describe(self) -> str:
         """The holder, for error messages: thread, for how long, and where it checked out."""
@@ -158,8 +166,8 @@ class FileHandle:
         self._mine: contextvars.ContextVar[Lease | None] = contextvars.ContextVar(
             f"tinycortex_sa_lease_{id(self)}", default=None
         )
-        self._query_only = False
-        """Whether ``PRAGMA query_only`` is on for the open connection (read-only engines turn it on)."""
+        self._query_only: bool | None = False
+        """Whether ``PRAGMA query_only`` is on for the open connection (None: not known)."""
         self._forked_in_use = False
         self._suspect = False
         """A caller's statement hit SQLITE_CORRUPT: the next open runs quick_check first."""
@@ -227,7 +235,7 @@ class FileHandle:
             )
         outer = self._mine.get()
         if outer is not None and outer.active:
-            if not self._orphaned(outer):
+            if not self._orphaned(outer) and not self._collected(outer):
                 raise NestedCheckoutError(
                     f"{self.path}: this thread (or task) already holds the connection: a Session or "
                     "connection opened inside another on the same file, or an engine used inside "
@@ -249,6 +257,9 @@ class FileHandle:
             conn = self._open()
             self._query_only = False
         if read_only is not self._query_only:
+            self._query_only = (
+                None  # unknown until the pragma ran: an interrupt here makes the next one set it
+            )
             conn.execute("PRAGMA query_only = 1" if read_only else "PRAGMA query_only = 0")
             self._query_only = read_only
         self.begin_mode = begin or ("DEFERRED" if read_only else "IMMEDIATE")
@@ -324,34 +335,51 @@ class FileHandle:
             return
         if self._orphaned(holder):
             self.checkin(holder)
-        elif not holder.thread.is_alive() and not holder.gc_tried:
+        elif not holder.thread.is_alive():
             # a Session leaked by a thread that has ended: unreachable, its connection comes back when
-            # the garbage collector finalises it (SQLAlchemy returns it), so run the collector now
-            holder.gc_tried = True
-            gc.collect()
+            # the garbage collector finalises it (SQLAlchemy returns it)
+            self._collected(holder)
+
+    def _collected(self, lease: Lease) -> bool:
+        """Run the garbage collector once for ``lease``; True if that gave it back.
+
+        A Session abandoned by an exception (an interrupt in its ``close()``)
+        can hold its connection from a reference cycle; SQLAlchemy returns it
+        when the cycle is collected.  A Session still in use stays.
+        """
+        if lease.gc_tried:
+            return False
+        lease.gc_tried = True
+        gc.collect()
+        return not lease.active
 
     def _orphaned(self, lease: Lease) -> bool:
-        """Whether ``lease`` can never be given back: an interrupt left it in SQLAlchemy's checkout.
+        """Whether ``lease`` can never be given back: an exception left it behind.
 
-        A SQLAlchemy checkout is orphaned when its record has no live
-        connection object (a live one is returned by its owner or by the
-        garbage collector) and its thread is no longer inside the checkout
-        that took it.  ``with_connection`` and direct checkouts release in a
-        ``finally`` and are never orphaned.
+        An interrupt can land where a release was about to run (in SQLAlchemy's
+        checkout before it wires the connection object, or in a ``finally``
+        already handling another error).  Such a lease has no live connection
+        object (a live one is returned by its owner or by the garbage
+        collector) and its owner call is no longer on its thread's stack.
         """
-        record = lease.record
-        if record is None or not lease.active:
+        if not lease.active or lease.owner_code is None:
             return False
-        ref = getattr(record, "fairy_ref", None)
+        record = lease.record
+        ref = getattr(record, "fairy_ref", None) if record is not None else None
         if ref is not None and ref() is not None:
             return False
         ident = lease.thread.ident
-        frame = sys._getframe() if ident == get_ident() else sys._current_frames().get(ident or -1)
+        here = ident == get_ident()
+        frame = sys._getframe() if here else sys._current_frames().get(ident or -1)
+        skip = here  # in its own thread, the innermost owner call on the stack is the one asking now
         while frame is not None:
-            if frame.f_code is lease.checkout_code and id(frame) == lease.checkout_frame_id:
-                return False  # still checking out
+            if frame.f_code is lease.owner_code:
+                if skip:
+                    skip = False
+                elif id(frame) == lease.owner_frame_id:
+                    return False  # still running
             frame = frame.f_back
-        return lease.record is record and lease.active
+        return lease.active
 
     def _holder_text(self) -> str:
         holder = self._lease
@@ -362,7 +390,7 @@ class FileHandle:
     @property
     def query_only(self) -> bool:
         """Whether the open connection runs under ``PRAGMA query_only`` now (a read-only checkout)."""
-        return self._query_only
+        return self._query_only is not False
 
     @property
     def held(self) -> bool:
@@ -400,10 +428,10 @@ class FileHandle:
         except DatabaseBusyError:
             self.breaker.record_neutral()
             raise
-        except Exception as err:
+        except OPEN_FAILURES as err:
             self.breaker.record_failure(err)
             raise
-        except BaseException:
+        except BaseException:  # an interrupt, or an exception a signal handler raised: not the file's
             self.breaker.record_neutral()
             raise
         self.breaker.record_success()

@@ -47,6 +47,9 @@ class TinyCortexPool(Pool):
         if not handle.options_fixed:  # invalidate() forgot the file's options: this engine's apply again
             handle.fix_options(self._dialect.tinycortex_options)  # type: ignore[union-attr]
         lease = Lease(caller_location() if self._trace else None)
+        # SQLAlchemy's checkout that called us wires the connection object; an interrupt before it
+        # does leaves the lease orphaned, which the handle recognises once this frame is gone
+        lease.owned_by(sys._getframe(1))
         try:
             handle.checkout(self._timeout, lease, read_only=self._read_only, begin=self._begin)
             if self._generation != handle.generation or self._record is None:
@@ -54,11 +57,6 @@ class TinyCortexPool(Pool):
                 self._record = _ConnectionRecord(self)
                 self._generation = handle.generation
             record = lease.record = self._record
-            # SQLAlchemy's checkout that called us: an interrupt after we return and before it wires
-            # the connection object leaves the lease orphaned; the handle recognises that by this frame
-            caller = sys._getframe(1)
-            lease.checkout_code, lease.checkout_frame_id = caller.f_code, id(caller)
-            del caller
             self._lease = lease
             return record
         except BaseException:

@@ -8,7 +8,9 @@ catches either type keeps working.  A statement that hits a damaged page marks
 the file suspect: the connection is closed at checkin and the next open
 confirms the damage with ``quick_check`` and quarantines the file.  A write
 that finds the file renamed under it (another process quarantined it) closes
-the connection, so that the next call opens the file now at the path.
+the connection, so that the next call opens the file now at the path.  An
+interrupt (KeyboardInterrupt, SystemExit, an exception from a signal handler)
+never invalidates the shared connection.
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ def explain(context: ExceptionContext) -> BaseException | None:
     orig = context.original_exception
     err = context.sqlalchemy_exception
     handle = getattr(context.dialect, "tinycortex_handle", None)
+    if handle is not None and not isinstance(orig, Exception):
+        # KeyboardInterrupt, SystemExit, an exception from a signal handler: SQLite finished its call
+        # before Python ran the handler, so the shared connection is as good as before.  Invalidating
+        # it would close it under every engine on the file, and a cursor still pending on it would
+        # keep the closed connection's read lock until the garbage collector finds the cursor.  The
+        # cursor is closed instead, and the transaction rolled back at checkin as always.
+        context.is_disconnect = False
+        return None
     if handle is None or not isinstance(orig, sqlite3.Error) or not isinstance(err, DBAPIError):
         return None
     if codes.is_corruption(orig):
