@@ -1,7 +1,7 @@
 # The whole set-up on a fresh machine: `make demo` and `make test`.
 # Also: `make lint`, `make docs`, `make test-lowest` (all run by .ci/run),
 # `make test-quick` (the suite without the tests marked slow, while working),
-# `make bench`, `make reliability`, `make clean`.
+# `make bench`, `make reliability`, `make test-dialect-suite`, `make clean`.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,7 +11,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 LOWEST     := .venv-lowest
 LOWEST_STAMP := $(LOWEST)/.installed
 
-.PHONY: demo test test-quick lint docs test-lowest bench reliability clean
+.PHONY: demo test test-quick test-dialect-suite lint docs test-lowest bench reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: $(STAMP)
 # everything but the multi-process, reliability-scenario, wheel and benchmark tests (marked slow)
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -m 'not slow'
+
+# SQLAlchemy's and Alembic's dialect compliance suites against sqlite+tinycortex, on a new chunk DB
+# in a temporary directory: a pytest run of its own (tests/dialect_suite/pytest.ini), which the
+# main suite does not collect
+test-dialect-suite: $(STAMP)
+	$(BIN)/python -m pytest tests/dialect_suite -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check tinycortex_sa tests migrations docs/sphinx_roles.py

@@ -16,7 +16,7 @@ SQLAlchemy's plugin it:
   itself, so no ``setup.cfg`` is needed;
 * registers the SQLite provisioning (the dialect is pysqlite's, but
   SQLAlchemy looks provisioning up by the dialect's own package), with the
-  changes a chunk DB needs; see :func:`_tinycortex_post_configure_engine`.
+  changes a chunk DB needs; see :func:`_post_configure_engine`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ import pytest
 # before anything imports sqlalchemy.testing (whose package imports its assertions)
 pytest.register_assert_rewrite("sqlalchemy.testing.assertions")
 
-from sqlalchemy import event  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.engine import URL, Engine, make_url  # noqa: E402
+from sqlalchemy.testing import config as testing_config  # noqa: E402
 from sqlalchemy.testing.plugin import plugin_base  # noqa: E402
 from sqlalchemy.testing.plugin import pytestplugin as _sqla_pytestplugin  # noqa: E402
 
@@ -48,6 +49,7 @@ TEST_SCHEMA = "test_schema"
 
 _run_dir: Path | None = None
 _invocation_dir: Path | None = None
+_chunk_db_before: tuple[frozenset[str], tuple[Any, ...]] | None = None
 
 
 def run_dir() -> Path:
@@ -78,6 +80,75 @@ def pytest_configure(config: pytest.Config) -> None:
         }
     )
     plugin_base.file_config = file_config
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"dialect suite: {config.option.dburi[0]} (a new directory, removed at the end)"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _chunk_db_before
+    _sqla_pytestplugin.pytest_sessionstart(session)  # configures the database, opening it once
+    if _is_tinycortex(testing_config.db.url):
+        _chunk_db_before = _chunk_db_state()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """SQLAlchemy's final clean-up, after checking that the file is still the chunk DB it was."""
+    damage = _chunk_db_damage() if _chunk_db_before is not None else None
+    _sqla_pytestplugin.pytest_sessionfinish(session)
+    if damage:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"the run damaged the chunk DB: {damage}", red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _chunk_db_damage() -> str | None:
+    """What is gone from the chunk DB since the run began (tables the tests left are no damage)."""
+    assert _chunk_db_before is not None
+    tables_before, version_before = _chunk_db_before
+    tables, version = _chunk_db_state()
+    damage = []
+    if tables_before - tables:
+        damage.append(f"tables dropped: {sorted(tables_before - tables)}")
+    if version != version_before:
+        damage.append(f"alembic_version {list(version_before)} became {list(version)}")
+    return "; ".join(damage) or None
+
+
+def _chunk_db_state() -> tuple[frozenset[str], tuple[Any, ...]]:
+    """The file's tables (the default schema) and its schema version."""
+    with testing_config.db.connect() as conn:
+        tables = frozenset(sa.inspect(conn).get_table_names())
+        version = (
+            tuple(conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
+            if "alembic_version" in tables
+            else ()
+        )
+    return tables, version
+
+
+def chunk_db_tables() -> frozenset[str]:
+    """The tables the file held before any test ran: the chunk DB's (none for another dialect)."""
+    return _chunk_db_before[0] if _chunk_db_before is not None else frozenset()
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[Any]) -> None:
+    """SQLAlchemy's collection (one class per database), then the exclusions no requirement covers."""
+    _sqla_pytestplugin.pytest_collection_modifyitems(session, config, items)
+    from dialect_suite_requirements import TEST_EXCLUSIONS
+
+    for item in items:
+        cls = getattr(item.cls, "_sa_orig_cls_name", item.cls.__name__)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        for exclusion in TEST_EXCLUSIONS:
+            if exclusion.matches(cls, item.originalname, params):
+                requirement = getattr(testing_config.requirements, exclusion.requirement)
+                reasons = requirement.matching_config_reasons(testing_config._current)
+                if reasons:
+                    item.add_marker(pytest.mark.skip(reason="; ".join(reasons)))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -122,39 +193,38 @@ def _generate_driver_url(url: URL, driver: str, query_str: str) -> URL | None:
 
 @provision.post_configure_engine.for_db("sqlite")
 def _post_configure_engine(url: URL, engine: Engine, follower_ident: str | None) -> None:
-    if _is_tinycortex(url):
-        _tinycortex_post_configure_engine(engine)
-    else:
+    """SQLite's hook for the main engine, except on a chunk DB.
+
+    SQLite's hook attaches ``test_schema`` on the main engine's ``connect``
+    event and deletes the database file whenever that engine is disposed
+    (after every test class).  On sqlite+tinycortex the file is the run's
+    chunk DB, possibly still open in other engines: it stays for the whole
+    run (it goes with the run's directory), and ``test_schema`` is attached by
+    :func:`_post_configure_testing_engine`, which SQLAlchemy calls for the
+    main engine too.
+    """
+    if not _is_tinycortex(url):
         _stock_post_configure_engine(url, engine, follower_ident)
 
 
 @provision.post_configure_testing_engine.for_db("sqlite")
 def _post_configure_testing_engine(url: URL, engine: Engine, options: dict[str, Any], scope: str) -> None:
+    """SQLite's hook for every testing engine; on a chunk DB, ``test_schema`` attached to each.
+
+    All engines on a file share its one connection, so an engine's
+    ``connect`` event may come for a connection another engine opened, or
+    never come for the one it uses: each engine attaches ``test_schema`` if
+    the connection does not have it yet.
+    """
     _stock_post_configure_testing_engine(url, engine, options, scope)
     if _is_tinycortex(url):
         _attach_test_schema(engine)
 
 
-def _tinycortex_post_configure_engine(engine: Engine) -> None:
-    """SQLite's hook, minus what does not fit a shared chunk DB.
-
-    * ``test_schema`` is attached, as SQLite's hook does, but to every testing
-      engine on the file (:func:`_post_configure_testing_engine`) and only if
-      the connection does not have it yet: all engines on a file share one
-      connection, so an engine's ``connect`` event may come for a connection
-      another engine opened, or not at all for a connection it did not open.
-    * SQLite's hook deletes the database file whenever the main engine is
-      disposed (after every test class).  Here the file is the run's chunk DB,
-      possibly still open in other engines: it stays, for the whole run, and is
-      removed with the run's directory.
-    """
-    _attach_test_schema(engine)
-
-
 def _attach_test_schema(engine: Engine) -> None:
     attach_path = run_dir() / f"{TINYCORTEX_DRIVER}_{TEST_SCHEMA}.db"
 
-    @event.listens_for(engine, "connect")
+    @sa.event.listens_for(engine, "connect")
     def attach(dbapi_connection: Any, connection_record: Any) -> None:
         attached = {row[1] for row in dbapi_connection.execute("PRAGMA database_list")}
         if TEST_SCHEMA not in attached:

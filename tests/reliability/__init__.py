@@ -28,6 +28,7 @@ SCENARIOS: dict[str, str] = {
     "damaged-files": "s6_damaged",
     "bad-input": "s7_bad_input",
     "security": "s8_security",
+    "coexistence": "s9_coexistence",
 }
 
 

@@ -18,6 +18,7 @@ import resource
 import signal
 import sqlite3
 import sys
+import threading
 import time
 import traceback
 from typing import Any
@@ -357,9 +358,122 @@ def _big(i: int, token: str) -> models.Chunk:
     return c
 
 
+class Paced:
+    """``ready``, then ``go`` on stdin; over at ``stop`` (or end of input), after ``seconds`` or ``n``.
+
+    The same protocol as the processes of ``plain_sqlite.py``, so that a
+    scenario starts and stops both kinds together.
+    """
+
+    def __init__(self, a: dict[str, Any]) -> None:
+        self.n = int(a["n"])
+        self.stop = threading.Event()
+        out("ready")
+        if sys.stdin.readline().strip() != "go":
+            raise SystemExit("no go on stdin")
+        self.deadline = time.monotonic() + float(a["seconds"])
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        sys.stdin.readline()
+        self.stop.set()
+
+    def going(self, done: int) -> bool:
+        return done < self.n and not self.stop.is_set() and time.monotonic() < self.deadline
+
+    def pace(self, next_at: float, period: float) -> float:
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            self.stop.wait(delay)
+        return max(next_at + period, time.monotonic())
+
+
+def coreader(a: dict[str, Any]) -> None:
+    """Read transactions in a loop (Session.get and a SELECT) beside another process's writes.
+
+    ``read_only`` chooses the engine: ``read_only=True`` (BEGIN DEFERRED under
+    ``PRAGMA query_only``) or the default engine (BEGIN EXCLUSIVE, reads included).
+    ``begin`` (optional) is the engine's ``tinycortex_begin`` execution option.
+    """
+    engine = tinycortex_sa.create_engine(a["ws"], read_only=bool(a["read_only"]))
+    if a.get("begin"):
+        engine = engine.execution_options(tinycortex_begin=a["begin"])
+    rng = random.Random(a["seed"])
+    ids = [f"chunk-{a['prefix']}-{k}" for k in range(a["rows"])]
+    missing, errors, failures = 0, [], 0
+
+    def read() -> bool:
+        key = rng.choice(ids)
+        with Session(engine) as session:
+            found = session.get(models.Chunk, key)
+            totals = session.execute(sa.select(models.Score.total).where(models.Score.chunk_id == key)).all()
+        return found is not None and len(totals) == 1
+
+    read()
+    run = Paced(a)
+    reads = 0
+    while run.going(reads):
+        reads += 1
+        try:
+            missing += not read()
+        except Exception as err:
+            failures += 1
+            if len(errors) < 5:
+                errors.append(describe(err)[:300])
+    report({"reads": reads, "missing": missing, "failures": failures, "errors": errors})
+
+
+def cowriter(a: dict[str, Any]) -> None:
+    """Small write transactions through Sessions at a fixed rate: one new chunk, then commit.
+
+    ``begin`` (optional) is the engine's ``tinycortex_begin`` execution option.
+    """
+    engine = tinycortex_sa.create_engine(a["ws"])
+    if a.get("begin"):
+        engine = engine.execution_options(tinycortex_begin=a["begin"])
+    name, token, period = a["name"], a["token"], a["period_ms"] / 1000
+    committed: list[str] = []
+    errors: list[str] = []
+
+    def write(key: str, seq: int) -> None:
+        with Session(engine) as session:
+            session.add(chunk(key, token, name, seq=seq))
+            session.commit()
+        committed.append(f"chunk-{key}")
+
+    write(f"{name}-warm", -1)
+    run = Paced(a)
+    i = 0
+    next_at = time.monotonic()
+    while run.going(i):
+        next_at = run.pace(next_at, period)
+        if not run.going(i):
+            break
+        try:
+            write(f"{name}-{i}", i)
+        except Exception as err:
+            if len(errors) < 5:
+                errors.append(describe(err)[:300])
+        i += 1
+    report({"attempted": i, "committed": committed, "errors": errors})
+
+
 ROLES = {
     f.__name__: f
-    for f in (writer, migrate, contender, rustlike, holder, hotjournal, walcrash, opener, stayer, badenv)
+    for f in (
+        writer,
+        migrate,
+        contender,
+        rustlike,
+        holder,
+        hotjournal,
+        walcrash,
+        opener,
+        stayer,
+        badenv,
+        coreader,
+        cowriter,
+    )
 }
 
 

@@ -215,7 +215,7 @@ def test_a_tree_with_summaries_cannot_be_deleted(engine: sa.Engine) -> None:
 
 def test_models_read_every_row_the_rust_core_wrote(tmp_path: Path) -> None:
     ws = copy_fixture("rust-0.1.1-populated", tmp_path / "ws")
-    engine = tinycortex_sa.create_engine(ws)
+    engine = tinycortex_sa.create_engine(ws, read_only=True)  # reads beside the plain sqlite3 reader below
     try:
         with Session(engine) as session:
             loaded = {

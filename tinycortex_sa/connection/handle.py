@@ -91,12 +91,24 @@ BEGIN_MODES = ("IMMEDIATE", "DEFERRED", "EXCLUSIVE", "AUTOCOMMIT")
 class Lease:
     """One checkout of a file's connection: who took it, when, from where, and whether it holds it."""
 
-    __slots__ = ("active", "gc_tried", "owner_code", "owner_frame_id", "record", "since", "thread", "where")
+    __slots__ = (
+        "active",
+        "gc_tried",
+        "owner_code",
+        "owner_frame_id",
+        "record",
+        "since",
+        "thread",
+        "user",
+        "where",
+    )
 
     def __init__(self, where: str | None = None) -> None:
         self.active = False
         """True from the moment the connection is granted to this lease until it is given back."""
         self.thread = threading.current_thread()
+        self.user = self.thread
+        """The thread that ran the lease's latest statement (a Session may be handed to another)."""
         self.since = time.monotonic()
         self.where = where
         """The caller's ``file:line`` when checkouts are traced (``trace_checkouts=True``)."""
@@ -117,9 +129,10 @@ class Lease:
 
     def describe(self) -> str:
         """The holder, for error messages: thread, for how long, and where it checked out."""
-        alive = "" if self.thread.is_alive() else ", which has ended"
+        alive = "" if self.user.is_alive() else ", which has ended"
         where = f" at {self.where}" if self.where else " (trace_checkouts=True shows where)"
-        return f"thread {self.thread.name!r}{alive}, for {time.monotonic() - self.since:.1f}s{where}"
+        handed = f" (taken by {self.thread.name!r})" if self.user is not self.thread else ""
+        return f"thread {self.user.name!r}{handed}{alive}, for {time.monotonic() - self.since:.1f}s{where}"
 
 
 class _Waiter:
@@ -153,7 +166,7 @@ class FileHandle:
         """Bumped whenever ``conn`` is replaced, so pools know to rebuild their record."""
         self.opens = 0
         """How many times this process tried to open the file (tests count file access)."""
-        self.begin_mode = "IMMEDIATE"
+        self.begin_mode = "EXCLUSIVE"
         """How the dialect's next BEGIN starts; set at every checkout (one of :data:`BEGIN_MODES`)."""
         self.breaker = CircuitBreaker(path)
         self._opener = opener
@@ -166,6 +179,8 @@ class FileHandle:
         self._mine: contextvars.ContextVar[Lease | None] = contextvars.ContextVar(
             f"tinycortex_sa_lease_{id(self)}", default=None
         )
+        self._uncommitted: bool | None = False
+        """Whether ``PRAGMA read_uncommitted`` is on for the open connection (None: not known)."""
         self._query_only: bool | None = False
         """Whether ``PRAGMA query_only`` is on for the open connection (None: not known)."""
         self._forked_in_use = False
@@ -218,14 +233,20 @@ class FileHandle:
 
     # -- checkout ----------------------------------------------------------------
     def checkout(
-        self, timeout: float, lease: Lease, *, read_only: bool = False, begin: str = ""
+        self,
+        timeout: float,
+        lease: Lease,
+        *,
+        read_only: bool = False,
+        begin: str = "",
+        uncommitted: bool = False,
     ) -> sqlite3.Connection:
         """Grant the connection to ``lease``, opening it if needed; wait up to ``timeout`` seconds.
 
         The caller created ``lease`` and calls :meth:`checkin` with it when done,
         also when this raises.  ``read_only`` turns ``PRAGMA query_only`` on for
         this checkout; ``begin`` is the BEGIN mode (default ``DEFERRED`` when
-        read-only, else ``IMMEDIATE``).
+        read-only, else ``EXCLUSIVE``: see docs/concurrency.md, "How transactions begin").
         """
         if self._forked_in_use:
             raise ForkedInUseError(
@@ -234,8 +255,8 @@ class FileHandle:
                 "Fork while no connection to the file is checked out, or before opening it."
             )
         outer = self._mine.get()
-        if outer is not None and outer.active:
-            if not self._orphaned(outer) and not self._collected(outer):
+        if outer is not None and outer.active and outer.user is threading.current_thread():
+            if not self._orphaned(outer, lease) and not self._collected(outer):
                 raise NestedCheckoutError(
                     f"{self.path}: this thread (or task) already holds the connection: a Session or "
                     "connection opened inside another on the same file, or an engine used inside "
@@ -255,15 +276,26 @@ class FileHandle:
         conn = self.conn
         if conn is None:
             conn = self._open()
-            self._query_only = False
+            self._query_only = self._uncommitted = False
         if read_only is not self._query_only:
             self._query_only = (
                 None  # unknown until the pragma ran: an interrupt here makes the next one set it
             )
             conn.execute("PRAGMA query_only = 1" if read_only else "PRAGMA query_only = 0")
             self._query_only = read_only
-        self.begin_mode = begin or ("DEFERRED" if read_only else "IMMEDIATE")
+        if uncommitted is not self._uncommitted:
+            self.set_read_uncommitted(uncommitted)
+        self.begin_mode = begin or ("DEFERRED" if read_only else "EXCLUSIVE")
         return conn
+
+    def set_read_uncommitted(self, on: bool) -> None:
+        """``PRAGMA read_uncommitted`` for the holder's checkout (isolation level READ UNCOMMITTED)."""
+        conn = self.conn
+        if conn is None:
+            return
+        self._uncommitted = None  # unknown until the pragma ran
+        conn.execute("PRAGMA read_uncommitted = 1" if on else "PRAGMA read_uncommitted = 0")
+        self._uncommitted = on
 
     def checkin(self, lease: Lease) -> None:
         """End ``lease``'s use of the connection; any transaction left open is rolled back.
@@ -312,6 +344,17 @@ class FileHandle:
                         self._queue.remove(waiter)
         return self._lease is lease
 
+    def in_use_here(self) -> None:
+        """A statement runs now on the holder's connection, in this thread (the dialect tells).
+
+        A Session handed to another thread is that thread's from its first
+        statement on: the thread that handed it over then waits for it like any
+        other instead of being told it "already holds" the connection.
+        """
+        lease = self._lease
+        if lease is not None:
+            lease.user = threading.current_thread()
+
     def _give_back(self, lease: Lease) -> None:
         """End ``lease``'s hold and hand the connection to the first waiter (no call splits the change)."""
         with self._mutex:
@@ -335,7 +378,7 @@ class FileHandle:
             return
         if self._orphaned(holder):
             self.checkin(holder)
-        elif not holder.thread.is_alive():
+        elif not holder.user.is_alive():
             # a Session leaked by a thread that has ended: unreachable, its connection comes back when
             # the garbage collector finalises it (SQLAlchemy returns it)
             self._collected(holder)
@@ -353,7 +396,7 @@ class FileHandle:
         gc.collect()
         return not lease.active
 
-    def _orphaned(self, lease: Lease) -> bool:
+    def _orphaned(self, lease: Lease, asker: Lease | None = None) -> bool:
         """Whether ``lease`` can never be given back: an exception left it behind.
 
         An interrupt can land where a release was about to run (in SQLAlchemy's
@@ -369,15 +412,13 @@ class FileHandle:
         if ref is not None and ref() is not None:
             return False
         ident = lease.thread.ident
-        here = ident == get_ident()
-        frame = sys._getframe() if here else sys._current_frames().get(ident or -1)
-        skip = here  # in its own thread, the innermost owner call on the stack is the one asking now
+        frame = sys._getframe() if ident == get_ident() else sys._current_frames().get(ident or -1)
+        # the call asking now may own its lease with a new frame of the same code at the same
+        # address: that one is not the old owner
+        asking = asker.owner_frame_id if asker is not None else 0
         while frame is not None:
-            if frame.f_code is lease.owner_code:
-                if skip:
-                    skip = False
-                elif id(frame) == lease.owner_frame_id:
-                    return False  # still running
+            if frame.f_code is lease.owner_code and id(frame) == lease.owner_frame_id != asking:
+                return False  # still running
             frame = frame.f_back
         return lease.active
 
@@ -410,7 +451,7 @@ class FileHandle:
         """
         assert self.held, "called inside a checkout"
         if self.conn is None:
-            self._query_only = False
+            self._query_only = self._uncommitted = False
             return self._open()
         return self.conn
 

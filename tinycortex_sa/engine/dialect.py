@@ -6,8 +6,10 @@
 * The pool is always :class:`~tinycortex_sa.engine.pool.TinyCortexPool`: one shared
   connection per file, process-wide.
 * The library, not the driver, emits BEGIN (SQLAlchemy's pysqlite recipe):
-  ``BEGIN IMMEDIATE`` by default so that writers from several processes wait
-  on ``busy_timeout``; ``read_only=True`` engines begin ``DEFERRED`` and run
+  ``BEGIN EXCLUSIVE`` by default, so that other processes wait on
+  ``busy_timeout`` before they read rather than fail when they write (a reader
+  holding SHARED cannot upgrade while a writer holds RESERVED, and SQLite
+  answers at once with SQLITE_BUSY); ``read_only=True`` engines begin ``DEFERRED`` and run
   under ``PRAGMA query_only``, so they never take the write lock;
   ``execution_options(tinycortex_begin="deferred")`` chooses the BEGIN of
   one engine or connection; ``isolation_level="AUTOCOMMIT"`` emits no BEGIN.
@@ -84,8 +86,16 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
         super().__init__(**kw)
         # An engine's isolation level belongs to its checkouts, not to the shared DBAPI connection
         # (SQLAlchemy would set it once per connection, for every engine): AUTOCOMMIT is applied
-        # as "no BEGIN" at each checkout of this engine; the other levels are SQLite's default.
-        self.tinycortex_autocommit = kw.get("isolation_level") == "AUTOCOMMIT"
+        # as "no BEGIN" and READ UNCOMMITTED as its pragma at each checkout of this engine.
+        level = kw.get("isolation_level")
+        levels = [*self._isolation_lookup, "AUTOCOMMIT"]
+        if level is not None and level not in levels:
+            raise sa.exc.ArgumentError(
+                f"Invalid value {level!r} for isolation_level. Valid isolation levels for "
+                f"{self.name!r} are {', '.join(levels)}"
+            )
+        self.tinycortex_autocommit = level == "AUTOCOMMIT"
+        self.tinycortex_uncommitted = level == "READ UNCOMMITTED"
         given = {
             "busy_timeout": busy_timeout,
             "breaker_threshold": breaker_threshold,
@@ -170,13 +180,32 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
             limit = dbapi_conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self.insertmanyvalues_max_parameters = min(self.insertmanyvalues_max_parameters, limit)
 
+    # -- statements: the thread that runs one is the lease's user (a Session may change hands) --------
+    def do_execute(self, cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
+        handle = self.tinycortex_handle
+        if handle is not None:
+            handle.in_use_here()
+        cursor.execute(statement, parameters)
+
+    def do_executemany(self, cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
+        handle = self.tinycortex_handle
+        if handle is not None:
+            handle.in_use_here()
+        cursor.executemany(statement, parameters)
+
+    def do_execute_no_params(self, cursor: Any, statement: str, context: Any = None) -> None:
+        handle = self.tinycortex_handle
+        if handle is not None:
+            handle.in_use_here()
+        cursor.execute(statement)
+
     def _builtin_onconnect(self) -> Any:
         """Nothing per DBAPI connection: the engine's isolation level is applied per checkout."""
         return None
 
     def do_begin(self, dbapi_connection: Any) -> None:
         handle = self.tinycortex_handle
-        mode = "IMMEDIATE" if handle is None else handle.begin_mode
+        mode = "EXCLUSIVE" if handle is None else handle.begin_mode
         if mode != "AUTOCOMMIT":
             dbapi_connection.execute(_BEGIN_SQL[mode])
 
@@ -229,11 +258,11 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
             if handle is not None:
                 handle.begin_mode = "AUTOCOMMIT"
             return
-        if handle is not None and handle.begin_mode == "AUTOCOMMIT" and not self.tinycortex_autocommit:
-            handle.begin_mode = "DEFERRED" if self.tinycortex_read_only else "IMMEDIATE"
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA read_uncommitted = {self._isolation_lookup[level]}")
-        cursor.close()
+        if handle is None:
+            return
+        if handle.begin_mode == "AUTOCOMMIT":
+            handle.begin_mode = "DEFERRED" if self.tinycortex_read_only else "EXCLUSIVE"
+        handle.set_read_uncommitted(level == "READ UNCOMMITTED")
 
     def get_isolation_level(self, dbapi_connection: DBAPIConnection) -> IsolationLevel:
         handle = self.tinycortex_handle

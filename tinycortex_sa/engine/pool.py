@@ -16,6 +16,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, Pool
 from sqlalchemy.pool.base import _ConnectionRecord
 
 from ..connection.handle import FileHandle, Lease, caller_location
+from ..errors import OptionError
 
 
 class TinyCortexPool(Pool):
@@ -24,6 +25,11 @@ class TinyCortexPool(Pool):
     def __init__(self, creator: Any, **kw: Any) -> None:
         # The handle's checkin rolls back whatever is open: SQLAlchemy's reset-on-return would only
         # repeat it (a second ROLLBACK through the pool's reset machinery on every checkin).
+        if kw.get("reset_on_return") in ("commit", True):
+            raise OptionError(
+                "pool_reset_on_return='commit' does not apply to sqlite+tinycortex: the shared "
+                "connection's checkin rolls back whatever a checkout left open; commit explicitly"
+            )
         kw["reset_on_return"] = None
         super().__init__(creator, **kw)
         handle: FileHandle = getattr(self._dialect, "tinycortex_handle", None)  # type: ignore[assignment]
@@ -33,6 +39,7 @@ class TinyCortexPool(Pool):
         self._timeout: float = self._dialect.tinycortex_checkout_timeout  # type: ignore[union-attr]
         self._read_only: bool = self._dialect.tinycortex_read_only  # type: ignore[union-attr]
         self._begin: str = self._dialect.tinycortex_begin  # type: ignore[union-attr]
+        self._uncommitted: bool = self._dialect.tinycortex_uncommitted  # type: ignore[union-attr]
         self._trace: bool = self._dialect.tinycortex_trace  # type: ignore[union-attr]
         self._lease: Lease | None = None
         self._record: _ConnectionRecord | None = None
@@ -51,7 +58,13 @@ class TinyCortexPool(Pool):
         # does leaves the lease orphaned, which the handle recognises once this frame is gone
         lease.owned_by(sys._getframe(1))
         try:
-            handle.checkout(self._timeout, lease, read_only=self._read_only, begin=self._begin)
+            handle.checkout(
+                self._timeout,
+                lease,
+                read_only=self._read_only,
+                begin=self._begin,
+                uncommitted=self._uncommitted,
+            )
             if self._generation != handle.generation or self._record is None:
                 # the handle opened a new connection: wrap it, firing "connect" events
                 self._record = _ConnectionRecord(self)
