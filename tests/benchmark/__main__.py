@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from . import cold, reads, threads, writes
+from . import cold, reads, threads, webapp, writes
 from .core import FULL, QUICK, Row, Settings, fill_ratios, new_workspace
 from .report import judge, machine_info, render_markdown, render_text
 
@@ -41,6 +41,7 @@ def run(settings: Settings, root: Path, log: Callable[[str], None]) -> list[Row]
         ("threads", lambda: threads.run(root, settings)),
         ("cold start", lambda: cold.run_cold(root, reads_ws, settings)),
         ("scale", lambda: cold.run_scale(root, template, settings)),
+        ("web app", lambda: webapp.run(root, settings)),
     ]
     rows: list[Row] = []
     for name, section in sections:

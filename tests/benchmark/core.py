@@ -267,20 +267,20 @@ def _driver_autocommit(dbapi_connection: Any, record: Any) -> None:
     dbapi_connection.isolation_level = None  # the recipe: the driver never emits BEGIN itself
 
 
-def _begin_immediate(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+def _begin_exclusive(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN EXCLUSIVE")
 
 
 def sa_engine(db_path: Path, poolclass: type[Pool], begin_recipe: bool) -> sa.Engine:
     """A plain ``sqlite://`` engine on ``poolclass`` with the same pragmas (a "connect" listener).
 
     ``begin_recipe`` adds SQLAlchemy's documented pysqlite recipe (driver in
-    ``isolation_level=None``, a "begin" listener emitting ``BEGIN IMMEDIATE``),
+    ``isolation_level=None``, a "begin" listener emitting ``BEGIN EXCLUSIVE``),
     so that it really begins a transaction as tinycortex_sa does.
     """
     engine = sa.create_engine(f"sqlite:///{db_path}", poolclass=poolclass)
     event.listen(engine, "connect", _pragmas_listener)
     if begin_recipe:
         event.listen(engine, "connect", _driver_autocommit)
-        event.listen(engine, "begin", _begin_immediate)
+        event.listen(engine, "begin", _begin_exclusive)
     return engine

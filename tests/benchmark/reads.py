@@ -43,7 +43,7 @@ _PARAMS = {"id": LOOKUP_ID}
 
 
 class StaticPoolDialect(TinyCortexDialect):
-    """tinycortex_sa's dialect (its BEGIN IMMEDIATE and characteristics) over a plain StaticPool.
+    """tinycortex_sa's dialect (its BEGIN EXCLUSIVE) over a plain StaticPool.
 
     The comparator that isolates the pool's own cost; ``sqlite+tcbench://`` with ``creator=``.
     """
@@ -121,7 +121,7 @@ def run(root: Path, workspace: Path, settings: Settings) -> list[Row]:
             return raw.execute(LOOKUP_SQL, _KEY).fetchone()
 
     def raw_begin() -> object:
-        raw.execute("BEGIN IMMEDIATE")
+        raw.execute("BEGIN EXCLUSIVE")
         row = raw.execute(LOOKUP_SQL, _KEY).fetchone()
         raw.execute("ROLLBACK")
         return row
@@ -134,6 +134,8 @@ def run(root: Path, workspace: Path, settings: Settings) -> list[Row]:
             conn.close()
 
     tc_engine = api.create_engine(workspace)
+    tc_read_only = api.create_engine(workspace, read_only=True)
+    tc_deferred = tc_engine.execution_options(tinycortex_begin="deferred")
     broken = _tripped_workspace(root)
 
     def with_connection() -> object:
@@ -146,7 +148,7 @@ def run(root: Path, workspace: Path, settings: Settings) -> list[Row]:
             return None
         raise RuntimeError("the breaker let a call through")
 
-    engines: list[sa.Engine] = [tc_engine]
+    engines: list[sa.Engine] = [tc_engine, tc_read_only]
     cases: dict[str, Op] = {
         "raw": raw_lookup,
         "raw_lock": raw_locked,
@@ -163,7 +165,7 @@ def run(root: Path, workspace: Path, settings: Settings) -> list[Row]:
         if key == "qp":
             cases["qp_session_plain"] = _session_get(plain)
             cases["qp_session_begin"] = _session_get(recipe)
-    # tinycortex_sa's own dialect (same connection set-up, same BEGIN IMMEDIATE) on a StaticPool:
+    # tinycortex_sa's own dialect (same connection set-up, same BEGIN EXCLUSIVE) on a StaticPool:
     # the difference to tc_connect is the pool alone (its lock and the per-file handle)
     conn = raw_connect(db_path)
     own_dialect = sa.create_engine("sqlite+tcbench://", creator=lambda: conn, poolclass=StaticPool)
@@ -173,6 +175,9 @@ def run(root: Path, workspace: Path, settings: Settings) -> list[Row]:
     cases["tc_connect"] = _connect_execute(tc_engine)
     cases["tc_checkout"] = _checkout(tc_engine)
     cases["tc_session"] = _session_get(tc_engine)
+    cases["tc_ro_connect"] = _connect_execute(tc_read_only)
+    cases["tc_ro_session"] = _session_get(tc_read_only)
+    cases["tc_deferred_connect"] = _connect_execute(tc_deferred)
     cases["tc_refusal"] = refusal
     try:
         us = measure_ops(cases, settings)
@@ -184,12 +189,12 @@ def run(root: Path, workspace: Path, settings: Settings) -> list[Row]:
 
 
 def _rows(us: dict[str, float]) -> list[Row]:
-    begin = "SQLAlchemy pysqlite BEGIN recipe (BEGIN IMMEDIATE): same work"
+    begin = "SQLAlchemy pysqlite BEGIN recipe (BEGIN EXCLUSIVE): same work"
     plain = "plain pysqlite: no BEGIN for a SELECT"
     spec: list[tuple[str, str, str]] = [
         ("raw", "raw sqlite3, held connection", "the floor"),
         ("raw_lock", "raw sqlite3, held connection behind a threading.Lock", ""),
-        ("raw_begin", "raw sqlite3, held: BEGIN IMMEDIATE + lookup + ROLLBACK", "cost of a real transaction"),
+        ("raw_begin", "raw sqlite3, held: BEGIN EXCLUSIVE + lookup + ROLLBACK", "cost of a real transaction"),
         ("open_per_call", "open + pragmas + schema check per call", "what the cache replaces"),
     ]
     for key, name, _poolclass in POOLS:
@@ -201,13 +206,18 @@ def _rows(us: dict[str, float]) -> list[Row]:
         ]
     spec += [
         ("sp_tc_dialect", "SQLAlchemy StaticPool running tinycortex_sa's dialect: connect + execute + close",
-         "same BEGIN IMMEDIATE, no lock: isolates the pool; not thread-safe"),
+         "same BEGIN EXCLUSIVE, no lock: isolates the pool; not thread-safe"),
         ("tc_with_connection", "tinycortex_sa with_connection", "autocommit connection, no BEGIN"),
-        ("tc_connect", "tinycortex_sa engine.connect() + execute + close", "emits BEGIN IMMEDIATE"),
+        ("tc_connect", "tinycortex_sa engine.connect() + execute + close", "emits BEGIN EXCLUSIVE"),
+        ("tc_ro_connect", "tinycortex_sa read_only=True engine: connect + execute + close",
+         "BEGIN DEFERRED under PRAGMA query_only"),
+        ("tc_deferred_connect", 'tinycortex_sa engine.execution_options(tinycortex_begin="deferred"): '
+         "connect + execute + close", "BEGIN DEFERRED for one engine"),
         ("tc_checkout", "tinycortex_sa raw checkout + checkin", "thread-safe"),
         ("qp_session_plain", "SQLAlchemy QueuePool: Session.get", plain),
         ("qp_session_begin", "SQLAlchemy QueuePool + BEGIN recipe: Session.get", begin),
-        ("tc_session", "tinycortex_sa Session.get", "emits BEGIN IMMEDIATE"),
+        ("tc_session", "tinycortex_sa Session.get", "emits BEGIN EXCLUSIVE"),
+        ("tc_ro_session", "tinycortex_sa read_only=True engine: Session.get", "BEGIN DEFERRED"),
         ("tc_refusal", "tinycortex_sa breaker refusal (with_connection)", "CircuitOpenError raised, caught"),
     ]  # fmt: skip
     return [Row(key, SECTION, label, us[key], "raw", note) for key, label, note in spec]

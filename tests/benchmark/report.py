@@ -1,4 +1,4 @@
-"""The targets of issue 5, and the benchmark's table as text (terminal) and Markdown (docs)."""
+"""The targets, and the benchmark's table as text (terminal) and Markdown (docs)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,16 @@ TARGETS: tuple[Target, ...] = (
     Target(7, "creating a new database ≤ 10x raw DDL", "create_with_connection", "create_raw", 10.0),
     Target(8, "a breaker refusal costs less than one primary-key lookup (with_connection)",
            "tc_refusal", "tc_with_connection", 1.0, strict=True, also=(("raw", "the raw sqlite3 lookup"),)),
+    Target(9, "read_only=True engine: connect() + execute + close ≤ 1.0x the default engine",
+           "tc_ro_connect", "tc_connect", 1.0,
+           also=(("tc_deferred_connect", 'tinycortex_begin="deferred" on the default engine'),)),
+    Target(9, "read_only=True engine: Session.get ≤ 1.0x the default engine",
+           "tc_ro_session", "tc_session", 1.0),
+    Target(10, "default engine: connect() + execute + close ≤ 1.1x SQLAlchemy's plain StaticPool (no BEGIN)",
+           "tc_connect", "sp_plain", 1.1),
+    Target(11, "FastAPI sync app, Session per request through Depends + yield: time per request within "
+           "1.1x the same app opening its Session in the endpoint",
+           "fastapi_depends", "fastapi_endpoint", 1.1),
 )  # fmt: skip
 
 
@@ -249,7 +259,7 @@ def render_text(rows: list[Row], verdicts: list[Verdict], machine: dict[str, str
         out.append(f"  {'case':<{width}}{'µs/op':>12}{'x floor':>10}  notes")
         for r in members:
             out.append(f"  {r.label:<{width}}{_us(r.us):>12}{_ratio(r.ratio):>10}  {r.note}")
-    out.append("\nTargets (issue 5)")
+    out.append("\nTargets")
     for v in verdicts:
         text, measured, result, also = _verdict_line(v)
         out.append(f"  [{result:^6}] {text}: {measured}" + (f"  ({also})" if also else ""))
@@ -308,7 +318,7 @@ def render_markdown(rows: list[Row], verdicts: list[Verdict], machine: dict[str,
         "",
         "## Targets",
         "",
-        "| target (issue 5) | measured | result | other comparators |",
+        "| target | measured | result | other comparators |",
         "| --- | --- | --- | --- |",
         *["| " + " | ".join(_verdict_line(v)) + " |" for v in verdicts],
         "",
