@@ -18,7 +18,8 @@ Beside it, one setup at a time, each on its own file, another process:
   once;
 * ``default reader``: the same loop through the default engine, whose
   transactions, reads included, begin EXCLUSIVE: the stand-in waits at its
-  read (under busy_timeout) while the reader holds the lock (a figure, no
+  read (under busy_timeout) while the reader holds the lock, and fails when
+  the reader's BEGIN comes between its read and its write (a figure, no
   promise);
 * ``immediate reader`` (the baseline): the same loop with
   ``execution_options(tinycortex_begin="immediate")``; its reads hold
