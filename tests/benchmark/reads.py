@@ -48,6 +48,8 @@ class StaticPoolDialect(TinyCortexDialect):
     The comparator that isolates the pool's own cost; ``sqlite+tcbench://`` with ``creator=``.
     """
 
+    supports_statement_cache = True
+
     def create_connect_args(self, url: sa.URL) -> Any:
         return [], {}
 

@@ -106,7 +106,8 @@ class Lease:
     def __init__(self, where: str | None = None) -> None:
         self.active = False
         """True from the moment the connection is granted to this lease until it is given back."""
-        self.thread = threading.current_thread()
+        self.thread = get_ident()
+        """The id of the thread that took it."""
         self.user = self.thread
         """The thread that ran the lease's latest statement (a Session may be handed to another)."""
         self.since = time.monotonic()
@@ -129,10 +130,20 @@ class Lease:
 
     def describe(self) -> str:
         """The holder, for error messages: thread, for how long, and where it checked out."""
-        alive = "" if self.user.is_alive() else ", which has ended"
+        alive = "" if _alive(self.user) else ", which has ended"
         where = f" at {self.where}" if self.where else " (trace_checkouts=True shows where)"
-        handed = f" (taken by {self.thread.name!r})" if self.user is not self.thread else ""
-        return f"thread {self.user.name!r}{handed}{alive}, for {time.monotonic() - self.since:.1f}s{where}"
+        handed = f" (taken by {_thread_name(self.thread)!r})" if self.user != self.thread else ""
+        since = time.monotonic() - self.since
+        return f"thread {_thread_name(self.user)!r}{handed}{alive}, for {since:.1f}s{where}"
+
+
+def _alive(ident: int) -> bool:
+    return ident in sys._current_frames()
+
+
+def _thread_name(ident: int) -> str:
+    thread = threading._active.get(ident)  # type: ignore[attr-defined]
+    return thread.name if thread is not None else f"thread {ident}"
 
 
 class _Waiter:
@@ -255,7 +266,7 @@ class FileHandle:
                 "Fork while no connection to the file is checked out, or before opening it."
             )
         outer = self._mine.get()
-        if outer is not None and outer.active and outer.user is threading.current_thread():
+        if outer is not None and outer.active and outer.user == get_ident():
             if not self._orphaned(outer, lease) and not self._collected(outer):
                 raise NestedCheckoutError(
                     f"{self.path}: this thread (or task) already holds the connection: a Session or "
@@ -353,7 +364,7 @@ class FileHandle:
         """
         lease = self._lease
         if lease is not None:
-            lease.user = threading.current_thread()
+            lease.user = get_ident()
 
     def _give_back(self, lease: Lease) -> None:
         """End ``lease``'s hold and hand the connection to the first waiter (no call splits the change)."""
@@ -378,7 +389,7 @@ class FileHandle:
             return
         if self._orphaned(holder):
             self.checkin(holder)
-        elif not holder.user.is_alive():
+        elif not _alive(holder.user):
             # a Session leaked by a thread that has ended: unreachable, its connection comes back when
             # the garbage collector finalises it (SQLAlchemy returns it)
             self._collected(holder)
@@ -411,8 +422,8 @@ class FileHandle:
         ref = getattr(record, "fairy_ref", None) if record is not None else None
         if ref is not None and ref() is not None:
             return False
-        ident = lease.thread.ident
-        frame = sys._getframe() if ident == get_ident() else sys._current_frames().get(ident or -1)
+        ident = lease.thread
+        frame = sys._getframe() if ident == get_ident() else sys._current_frames().get(ident)
         # the call asking now may own its lease with a new frame of the same code at the same
         # address: that one is not the old owner
         asking = asker.owner_frame_id if asker is not None else 0
@@ -595,7 +606,7 @@ class FileHandle:
         """
         self._fork_unsafe = False
         holder = self._lease
-        if holder is not None and holder.active and holder.thread is threading.current_thread():
+        if holder is not None and holder.active and holder.thread == get_ident():
             self._fork_unsafe = self._may_hold_sqlite_lock()  # the forking thread's own checkout
             return False
         lease = Lease()
@@ -641,7 +652,7 @@ class FileHandle:
             holder is not None
             and holder.active
             and holder is not self._fork_lease
-            and holder.thread is threading.current_thread()
+            and holder.thread == get_ident()
         )
         conn = self.conn
         # a snapshot of the fork instant: a transaction open, or (seen by quiesce_for_fork) a lock

@@ -205,9 +205,14 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
 
     def do_begin(self, dbapi_connection: Any) -> None:
         handle = self.tinycortex_handle
-        mode = "EXCLUSIVE" if handle is None else handle.begin_mode
+        if handle is None:
+            dbapi_connection.execute("BEGIN EXCLUSIVE")
+            return
+        mode = handle.begin_mode
         if mode != "AUTOCOMMIT":
-            dbapi_connection.execute(_BEGIN_SQL[mode])
+            # the handle's own sqlite3 connection: the same one, without the fairy's attribute proxy
+            conn = handle.conn
+            (conn if conn is not None else dbapi_connection).execute(_BEGIN_SQL[mode])
 
     # -- per-checkout BEGIN: tinycortex_begin and AUTOCOMMIT ----------------------------------
     def set_engine_execution_options(self, engine: Engine, opts: Any) -> None:
