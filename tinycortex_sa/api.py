@@ -14,7 +14,7 @@ from sqlalchemy.dialects import registry as _dialects
 from . import options as opts
 from .connection import registry
 from .connection.breaker import BreakerState
-from .connection.handle import Lease, caller_location
+from .connection.lease import Lease, caller_location
 from .errors import OptionError
 from .sqlite import codes
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 import tinycortex_sa
 from tinycortex_sa import CheckoutTimeoutError, NestedCheckoutError
 from tinycortex_sa.connection import registry
-from tinycortex_sa.connection.handle import Lease
+from tinycortex_sa.connection.lease import Lease
 
 
 def test_nested_checkout_fails_fast(tmp_path: Path) -> None:

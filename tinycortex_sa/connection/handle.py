@@ -36,19 +36,18 @@ Ending or resetting a connection's use, each for one reason:
 ``remove_user(pool)``      a pool was disposed; the last one closes the connection
 =========================  ==================================================================
 
-Longer than the house's ~300 lines on purpose: the checkout protocol, the
-connection's lifetime and the fork hand-over all read and write the same
-lease, queue and mutex, and keeping them in one class is what lets every
-other module use the handle through public methods only.
+Longer than the house's ~300 lines on purpose: the checkout protocol (grant,
+queue, nesting, orphans), the connection's lifetime and the fork hand-over all
+read and write the same lease, queue and mutex, and keeping them in one class
+is what lets every other module use the handle through public methods only.
+The lease itself is :mod:`.lease`; the fork helpers are :mod:`.forking`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import ctypes
 import gc
-import os
 import sqlite3
 import sys
 import threading
@@ -73,6 +72,8 @@ from ..errors import (
 from ..options import DEFAULTS, FILE_SCOPED, Options, resolve
 from ..sqlite import pragmas
 from .breaker import CircuitBreaker
+from .forking import file_locked_here, keep_forever
+from .lease import Lease, _alive, _Waiter
 
 #: ``opener(path, options, verify)``: open and initialise the file (``verify``: quick_check first).
 Opener = Callable[[Path, Options, bool], sqlite3.Connection]
@@ -86,84 +87,6 @@ OPEN_FAILURES: tuple[type[BaseException], ...] = (sqlite3.Error, OSError, TinyCo
 HOLDER_CHECK = 0.2
 #: The BEGIN modes: how a transaction on the shared connection starts (``AUTOCOMMIT``: no BEGIN).
 BEGIN_MODES = ("IMMEDIATE", "DEFERRED", "EXCLUSIVE", "AUTOCOMMIT")
-
-
-class Lease:
-    """One checkout of a file's connection: who took it, when, from where, and whether it holds it."""
-
-    __slots__ = (
-        "active",
-        "gc_tried",
-        "owner_code",
-        "owner_frame_id",
-        "record",
-        "since",
-        "thread",
-        "user",
-        "where",
-    )
-
-    def __init__(self, where: str | None = None) -> None:
-        self.active = False
-        """True from the moment the connection is granted to this lease until it is given back."""
-        self.thread = get_ident()
-        """The id of the thread that took it."""
-        self.user = self.thread
-        """The thread that ran the lease's latest statement (a Session may be handed to another)."""
-        self.since = time.monotonic()
-        self.where = where
-        """The caller's ``file:line`` when checkouts are traced (``trace_checkouts=True``)."""
-        self.record: Any = None
-        """The pool's ``_ConnectionRecord`` for SQLAlchemy checkouts; None for ``with_connection``."""
-        self.owner_code: Any = None
-        self.owner_frame_id = 0
-        self.gc_tried = False
-
-    def owned_by(self, frame: Any) -> None:
-        """The call that releases this lease in its ``finally`` (or wires it for SQLAlchemy).
-
-        While that call is on its thread's stack the lease is in use; once it is
-        gone, only a live connection object can still give the lease back.  A
-        lease without an owner is never taken for an orphan.
-        """
-        self.owner_code, self.owner_frame_id = frame.f_code, id(frame)
-
-    def describe(self) -> str:
-        """The holder, for error messages: thread, for how long, and where it checked out."""
-        alive = "" if _alive(self.user) else ", which has ended"
-        where = f" at {self.where}" if self.where else " (trace_checkouts=True shows where)"
-        handed = f" (taken by {_thread_name(self.thread)!r})" if self.user != self.thread else ""
-        since = time.monotonic() - self.since
-        return f"thread {_thread_name(self.user)!r}{handed}{alive}, for {since:.1f}s{where}"
-
-
-def _alive(ident: int) -> bool:
-    return ident in sys._current_frames()
-
-
-def _thread_name(ident: int) -> str:
-    thread = threading._active.get(ident)  # type: ignore[attr-defined]
-    return thread.name if thread is not None else f"thread {ident}"
-
-
-class _Waiter:
-    __slots__ = ("lease", "wake")
-
-    def __init__(self, lease: Lease) -> None:
-        self.lease = lease
-        self.wake = threading.Lock()
-        self.wake.acquire()  # released when the connection is handed to this waiter
-
-
-def caller_location(skip: tuple[str, ...] = ("sqlalchemy", "tinycortex_sa")) -> str | None:
-    """``file:line`` of the first frame outside SQLAlchemy and this library (for traced checkouts)."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        name = frame.f_globals.get("__name__", "")
-        if not name.startswith(skip):
-            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
-        frame = frame.f_back  # type: ignore[assignment]
-    return None
 
 
 class FileHandle:
@@ -634,7 +557,7 @@ class FileHandle:
         conn = self.conn
         if conn is not None and conn.in_transaction:
             return True
-        return _file_locked_here(self.path) is not False  # unknown platform: assume it may
+        return file_locked_here(self.path) is not False  # unknown platform: assume it may
 
     def after_fork_in_child(self) -> None:
         """Reset this handle in a forked child.
@@ -660,7 +583,7 @@ class FileHandle:
         self._forked_in_use = (conn is not None and conn.in_transaction) or self._fork_unsafe
         self._fork_unsafe = False
         if conn is not None:
-            _keep_forever(conn)
+            keep_forever(conn)
         self.conn = None
         self.generation += 1
         self._mutex = threading.Lock()
@@ -672,35 +595,3 @@ class FileHandle:
         self.breaker = CircuitBreaker(
             self.path, self.options.breaker_threshold, self.options.breaker_cooldown
         )
-
-
-def _keep_forever(conn: sqlite3.Connection) -> None:
-    # An extra reference that is never released: the connection is never
-    # deallocated, so sqlite3_close() never runs on a descriptor inherited from
-    # the parent (it could roll back the parent's transaction).  The authorizer
-    # (memory only) refuses every statement on it, COMMIT and ROLLBACK included,
-    # so code in the child still holding it (a Session open across the fork)
-    # gets "not authorized" instead of committing over the parent's work.
-    conn.set_authorizer(lambda *_: sqlite3.SQLITE_DENY)
-    ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
-
-
-def _file_locked_here(path: Path) -> bool | None:
-    """Whether this process holds a POSIX lock on ``path`` now (SQLite's file locks), None if unknown.
-
-    Read from ``/proc/locks`` (Linux); SQLite takes such a lock for every
-    statement that reads or writes, inside a transaction or not.
-    """
-    try:
-        st = os.stat(path)
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            lines = f.readlines()
-    except OSError:
-        return None
-    pid, inode = str(os.getpid()), f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    for line in lines:
-        # "1: POSIX  ADVISORY  READ 4242 fe:00:2154655 1073741826 1073742335" ("->" marks a waiter)
-        fields = line.split()
-        if len(fields) >= 6 and fields[1] != "->" and fields[4] == pid and fields[5] == inode:
-            return True
-    return False

@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy.pool import ConnectionPoolEntry, Pool
 from sqlalchemy.pool.base import _ConnectionRecord
 
-from ..connection.handle import FileHandle, Lease, caller_location
+from ..connection.handle import FileHandle
+from ..connection.lease import Lease, caller_location
 from ..errors import OptionError
 
 

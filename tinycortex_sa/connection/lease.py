@@ -1,0 +1,93 @@
+"""A lease: one checkout of a file's connection, and the facts about threads it needs.
+
+A :class:`Lease` is created by the caller before it asks the handle for the
+connection and given back with :meth:`~.handle.FileHandle.checkin`; it records
+who took it (a thread id), who uses it now, since when, and the call that owns
+it, which is what tells a lease an exception left behind from one in use.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from threading import get_ident
+from typing import Any
+
+
+class Lease:
+    """One checkout of a file's connection: who took it, when, from where, and whether it holds it."""
+
+    __slots__ = (
+        "active",
+        "gc_tried",
+        "owner_code",
+        "owner_frame_id",
+        "record",
+        "since",
+        "thread",
+        "user",
+        "where",
+    )
+
+    def __init__(self, where: str | None = None) -> None:
+        self.active = False
+        """True from the moment the connection is granted to this lease until it is given back."""
+        self.thread = get_ident()
+        """The id of the thread that took it."""
+        self.user = self.thread
+        """The thread that ran the lease's latest statement (a Session may be handed to another)."""
+        self.since = time.monotonic()
+        self.where = where
+        """The caller's ``file:line`` when checkouts are traced (``trace_checkouts=True``)."""
+        self.record: Any = None
+        """The pool's ``_ConnectionRecord`` for SQLAlchemy checkouts; None for ``with_connection``."""
+        self.owner_code: Any = None
+        self.owner_frame_id = 0
+        self.gc_tried = False
+
+    def owned_by(self, frame: Any) -> None:
+        """The call that releases this lease in its ``finally`` (or wires it for SQLAlchemy).
+
+        While that call is on its thread's stack the lease is in use; once it is
+        gone, only a live connection object can still give the lease back.  A
+        lease without an owner is never taken for an orphan.
+        """
+        self.owner_code, self.owner_frame_id = frame.f_code, id(frame)
+
+    def describe(self) -> str:
+        """The holder, for error messages: thread, for how long, and where it checked out."""
+        alive = "" if _alive(self.user) else ", which has ended"
+        where = f" at {self.where}" if self.where else " (trace_checkouts=True shows where)"
+        handed = f" (taken by {_thread_name(self.thread)!r})" if self.user != self.thread else ""
+        since = time.monotonic() - self.since
+        return f"thread {_thread_name(self.user)!r}{handed}{alive}, for {since:.1f}s{where}"
+
+
+def _alive(ident: int) -> bool:
+    return ident in sys._current_frames()
+
+
+def _thread_name(ident: int) -> str:
+    thread = threading._active.get(ident)  # type: ignore[attr-defined]
+    return thread.name if thread is not None else f"thread {ident}"
+
+
+class _Waiter:
+    __slots__ = ("lease", "wake")
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.wake = threading.Lock()
+        self.wake.acquire()  # released when the connection is handed to this waiter
+
+
+def caller_location(skip: tuple[str, ...] = ("sqlalchemy", "tinycortex_sa")) -> str | None:
+    """``file:line`` of the first frame outside SQLAlchemy and this library (for traced checkouts)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if not name.startswith(skip):
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
