@@ -73,7 +73,7 @@ from ..options import DEFAULTS, FILE_SCOPED, Options, resolve
 from ..sqlite import pragmas
 from .breaker import CircuitBreaker
 from .forking import file_locked_here, keep_forever
-from .lease import Lease, _alive, _Waiter
+from .lease import Lease, _Waiter
 
 #: ``opener(path, options, verify)``: open and initialise the file (``verify``: quick_check first).
 Opener = Callable[[Path, Options, bool], sqlite3.Connection]
@@ -287,7 +287,7 @@ class FileHandle:
         """
         lease = self._lease
         if lease is not None:
-            lease.user = get_ident()
+            lease.used_here()
 
     def _give_back(self, lease: Lease) -> None:
         """End ``lease``'s hold and hand the connection to the first waiter (no call splits the change)."""
@@ -312,7 +312,7 @@ class FileHandle:
             return
         if self._orphaned(holder):
             self.checkin(holder)
-        elif not _alive(holder.user):
+        elif not holder.user_thread.is_alive():
             # a Session leaked by a thread that has ended: unreachable, its connection comes back when
             # the garbage collector finalises it (SQLAlchemy returns it)
             self._collected(holder)
@@ -345,8 +345,11 @@ class FileHandle:
         ref = getattr(record, "fairy_ref", None) if record is not None else None
         if ref is not None and ref() is not None:
             return False
-        ident = lease.thread
-        frame = sys._getframe() if ident == get_ident() else sys._current_frames().get(ident)
+        thread = lease.thread
+        if not thread.is_alive():  # its id may belong to a new thread now: nothing of it runs
+            return lease.active
+        ident = thread.ident
+        frame = sys._getframe() if ident == get_ident() else sys._current_frames().get(ident or -1)
         # the call asking now may own its lease with a new frame of the same code at the same
         # address: that one is not the old owner
         asking = asker.owner_frame_id if asker is not None else 0
@@ -529,7 +532,7 @@ class FileHandle:
         """
         self._fork_unsafe = False
         holder = self._lease
-        if holder is not None and holder.active and holder.thread == get_ident():
+        if holder is not None and holder.active and holder.thread is threading.current_thread():
             self._fork_unsafe = self._may_hold_sqlite_lock()  # the forking thread's own checkout
             return False
         lease = Lease()
@@ -575,7 +578,7 @@ class FileHandle:
             holder is not None
             and holder.active
             and holder is not self._fork_lease
-            and holder.thread == get_ident()
+            and holder.thread is threading.current_thread()
         )
         conn = self.conn
         # a snapshot of the fork instant: a transaction open, or (seen by quiesce_for_fork) a lock

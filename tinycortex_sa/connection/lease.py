@@ -27,16 +27,18 @@ class Lease:
         "since",
         "thread",
         "user",
+        "user_thread",
         "where",
     )
 
     def __init__(self, where: str | None = None) -> None:
         self.active = False
         """True from the moment the connection is granted to this lease until it is given back."""
-        self.thread = get_ident()
-        """The id of the thread that took it."""
-        self.user = self.thread
-        """The thread that ran the lease's latest statement (a Session may be handed to another)."""
+        self.thread = threading.current_thread()
+        """The thread that took it (the object: thread ids are reused once a thread ends)."""
+        self.user = get_ident()
+        """The id of the thread that ran the lease's latest statement (a Session may change hands)."""
+        self.user_thread = self.thread
         self.since = time.monotonic()
         self.where = where
         """The caller's ``file:line`` when checkouts are traced (``trace_checkouts=True``)."""
@@ -57,20 +59,19 @@ class Lease:
 
     def describe(self) -> str:
         """The holder, for error messages: thread, for how long, and where it checked out."""
-        alive = "" if _alive(self.user) else ", which has ended"
+        user = self.user_thread
+        alive = "" if user.is_alive() else ", which has ended"
         where = f" at {self.where}" if self.where else " (trace_checkouts=True shows where)"
-        handed = f" (taken by {_thread_name(self.thread)!r})" if self.user != self.thread else ""
+        handed = f" (taken by {self.thread.name!r})" if user is not self.thread else ""
         since = time.monotonic() - self.since
-        return f"thread {_thread_name(self.user)!r}{handed}{alive}, for {since:.1f}s{where}"
+        return f"thread {user.name!r}{handed}{alive}, for {since:.1f}s{where}"
 
-
-def _alive(ident: int) -> bool:
-    return ident in sys._current_frames()
-
-
-def _thread_name(ident: int) -> str:
-    thread = threading._active.get(ident)  # type: ignore[attr-defined]
-    return thread.name if thread is not None else f"thread {ident}"
+    def used_here(self) -> None:
+        """A statement of this lease runs in the calling thread (a thread id compare when unchanged)."""
+        ident = get_ident()
+        if ident != self.user:
+            self.user = ident
+            self.user_thread = threading.current_thread()
 
 
 class _Waiter:
