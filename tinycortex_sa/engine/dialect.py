@@ -52,6 +52,24 @@ def _begin_mode(value: object) -> str:
     return str(value).upper()
 
 
+_CONNECTION_CLASSES: dict[str, type[sa.Connection]] = {}
+
+
+def _connection_class(mode: str) -> type[sa.Connection]:
+    """A ``Connection`` whose checkout begins its transactions with ``mode`` (one class per mode)."""
+    cls = _CONNECTION_CLASSES.get(mode)
+    if cls is None:
+
+        def __init__(self: sa.Connection, *args: Any, **kw: Any) -> None:
+            sa.Connection.__init__(self, *args, **kw)
+            handle = getattr(self.dialect, "tinycortex_handle", None)
+            if handle is not None and handle.begin_mode != "AUTOCOMMIT":
+                handle.begin_mode = mode
+
+        cls = _CONNECTION_CLASSES[mode] = type(f"Connection_{mode}", (sa.Connection,), {"__init__": __init__})
+    return cls
+
+
 class TinyCortexDialect(SQLiteDialect_pysqlite):
     """SQLAlchemy's pysqlite dialect, bound to the shared connection of one chunk DB."""
 
@@ -218,19 +236,14 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
     def set_engine_execution_options(self, engine: Engine, opts: Any) -> None:
         """``engine.execution_options(tinycortex_begin=...)``: the BEGIN of that engine's transactions.
 
-        A ``begin`` listener on that engine alone sets the mode for the
-        transaction about to begin: no per-checkout characteristic set-and-reset.
+        The option engine makes its connections through a small ``Connection``
+        subclass that sets the checkout's BEGIN mode once, at connect: no event
+        listener (SQLAlchemy dispatches every statement's events once an engine
+        has one) and no per-checkout characteristic set-and-reset.
         """
         super().set_engine_execution_options(engine, opts)
         if "tinycortex_begin" in opts:
-            mode = _begin_mode(opts["tinycortex_begin"])
-            handle = self.tinycortex_handle
-
-            def begin_with_mode(conn: sa.Connection) -> None:
-                if handle is not None and handle.begin_mode != "AUTOCOMMIT":
-                    handle.begin_mode = mode
-
-            sa.event.listen(engine, "begin", begin_with_mode)
+            engine._connection_cls = _connection_class(_begin_mode(opts["tinycortex_begin"]))
 
     def set_connection_execution_options(self, connection: sa.Connection, opts: Any) -> None:
         """``connection.execution_options(tinycortex_begin=...)``: the BEGIN for this checkout."""
