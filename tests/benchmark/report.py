@@ -128,7 +128,7 @@ def findings(rows: list[Row]) -> list[str]:
         return f"{us[key] / us[against]:.2f}x"
 
     return [
-        f"**A real transaction costs {us['raw_begin'] - us['raw']:.1f} µs** on raw sqlite3 (BEGIN IMMEDIATE "
+        f"**A real transaction costs {us['raw_begin'] - us['raw']:.1f} µs** on raw sqlite3 (BEGIN EXCLUSIVE "
         "+ ROLLBACK around the lookup). SQLAlchemy's plain pysqlite pools skip it for a SELECT; against "
         f"them `engine.connect()` + execute is {x('tc_connect', 'sp_plain')} (StaticPool) and `Session.get` "
         f"{x('tc_session', 'qp_session_plain')} (QueuePool). Against the same work (BEGIN recipe) they are "
@@ -278,12 +278,12 @@ METHOD = """\
   `busy_timeout=15000`, `foreign_keys=ON`, `synchronous=FULL`, `journal_mode=TRUNCATE`
   (SQLAlchemy engines get them from a `"connect"` listener).
 - **Which comparator does the same work.** tinycortex_sa really begins a transaction
-  (`BEGIN IMMEDIATE`, rolled back at checkin) on every `engine.connect()` + execute and every
+  (`BEGIN EXCLUSIVE`, rolled back at checkin) on every `engine.connect()` + execute and every
   `Session`. SQLAlchemy's plain pysqlite driver emits no `BEGIN` before a `SELECT` at all, so it
   does less work. Both are shown: "plain" rows are SQLAlchemy's default, "+ BEGIN recipe" rows
   use SQLAlchemy's documented pysqlite recipe (driver in `isolation_level=None`, a `"begin"` event
-  emitting `BEGIN IMMEDIATE`). **The "+ BEGIN recipe" rows are the same-work comparators of
-  targets 4 and 5**; the row "BEGIN IMMEDIATE + lookup + ROLLBACK" shows what a real transaction
+  emitting `BEGIN EXCLUSIVE`). **The "+ BEGIN recipe" rows are the same-work comparators of
+  targets 4 and 5**; the row "BEGIN EXCLUSIVE + lookup + ROLLBACK" shows what a real transaction
   costs on raw sqlite3 itself.
 - `with_connection` hands over the autocommit connection, so its lookup runs no `BEGIN`, like
   raw sqlite3.
