@@ -9,6 +9,7 @@ import pytest
 from helpers import InitCounter, copy_fixture, fixtures_root
 
 from tinycortex_sa.connection import registry
+from tinycortex_sa.schema import upgrade
 
 __all__ = ["copy_fixture"]
 
@@ -37,8 +38,10 @@ def fixtures_dir() -> Path:
 def init_counter(monkeypatch: pytest.MonkeyPatch) -> InitCounter:
     """Replace schema initialisation with a stub that counts calls and creates nothing.
 
-    For tests about the connection rather than the migrations (which have their own).
+    For tests about the connection rather than the migrations (which have their own); their
+    files hold test tables only, so the refusal of other applications' databases is off too.
     """
     counter = InitCounter()
     monkeypatch.setattr(registry, "initialise", counter)
+    monkeypatch.setattr(upgrade, "refuse_foreign", lambda conn, path: None)
     return counter

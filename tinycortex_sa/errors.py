@@ -93,6 +93,11 @@ class JournalModeBusyError(PragmaError, DatabaseBusyError):
     """``journal_mode`` stays ``wal`` because another process has the file open."""
 
 
+class NotAFileError(OpenError):
+    """Something other than a regular file stands at the database's path (a device, FIFO, socket,
+    directory or a link that cannot be followed): the library never opens, moves or replaces it."""
+
+
 class CorruptDatabaseError(OpenError):
     """The database file is damaged (confirmed by ``PRAGMA quick_check``)."""
 
@@ -110,6 +115,10 @@ class SchemaError(OpenError):
 
 class SchemaBehindError(SchemaError):
     """The database is behind head and ``auto_migrate`` is off: run ``alembic upgrade head``."""
+
+
+class ForeignDatabaseError(SchemaError):
+    """The file is another application's SQLite database (tables, none of the chunk DB's): left as it was."""
 
 
 class UnknownRevisionError(SchemaError):

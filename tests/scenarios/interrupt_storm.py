@@ -119,7 +119,7 @@ def main(workspace: str, interrupts: int, seconds: float, seed: int) -> dict[str
     report: dict[str, Any] = {"interrupts": fired["n"], "steps": step, "errors": errors}
     report["slow_steps"] = slow[:10]
     report["first_tracebacks"] = first
-    report["held_after"] = handle is not None and handle.held
+    report["held_before_checks"] = handle is not None and handle.held  # an orphan waits for a checkout
     started = time.monotonic()
     other: list[object] = []
     thread = threading.Thread(
@@ -133,6 +133,7 @@ def main(workspace: str, interrupts: int, seconds: float, seed: int) -> dict[str
             report["this_thread_ok"] = session.execute(sa.text("SELECT 1")).scalar() == 1
     except tinycortex_sa.NestedCheckoutError:
         report["this_thread_ok"] = False
+    report["held_after"] = handle is not None and handle.held
     conn = sqlite3.connect(tinycortex_sa.db_path_for(workspace))
     present = {r[0] for r in conn.execute("SELECT id FROM mem_tree_chunks")}
     report["integrity"] = conn.execute("PRAGMA integrity_check").fetchone()[0]

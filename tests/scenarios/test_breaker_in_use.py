@@ -38,6 +38,8 @@ class ConnectSpy:
 
     real: Callable[..., sqlite3.Connection]
     calls: int = 0
+    failing: bool = False
+    """Fail every connect as SQLite does when it cannot open the file (SQLITE_CANTOPEN)."""
     hold_next: bool = False
     entered: threading.Event = field(default_factory=threading.Event)
     proceed: threading.Event = field(default_factory=threading.Event)
@@ -48,6 +50,10 @@ class ConnectSpy:
             self.hold_next = False
             self.entered.set()
             assert self.proceed.wait(WAIT)
+        if self.failing:
+            err = sqlite3.OperationalError("unable to open database file")
+            err.sqlite_errorcode = sqlite3.SQLITE_CANTOPEN  # type: ignore[attr-defined]
+            raise err
         return self.real(*args, **kwargs)
 
 
@@ -56,8 +62,8 @@ def test_breaker_trips_refuses_without_io_lets_one_trial_through_and_recovers(
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
     path = db_path_for(workspace)
-    path.mkdir(parents=True)  # unopenable: a directory stands where the file should be
-    spy = ConnectSpy(driver.connect)
+    path.parent.mkdir(parents=True)
+    spy = ConnectSpy(driver.connect, failing=True)  # unopenable: SQLite cannot open the file
     monkeypatch.setattr(driver, "connect", spy)
     prepared: list[Path] = []
     real_prepare = files.prepare
@@ -134,7 +140,7 @@ def test_breaker_trips_refuses_without_io_lets_one_trial_through_and_recovers(
     assert len(records(caplog, logging.WARNING)) == 1  # the trip is logged once
 
     # fix the cause; after the cooldown the trial succeeds and the breaker closes
-    path.rmdir()
+    spy.failing = False
     clock.now += 30.5
     assert not records(caplog, logging.INFO)
     with engine.begin() as conn:

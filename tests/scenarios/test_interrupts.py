@@ -40,9 +40,9 @@ def test_thousands_of_interrupts_leave_the_file_usable_and_lose_no_commit(tmp_pa
     tracebacks = report.pop("first_tracebacks")
     assert report["interrupts"] >= 1000, report  # the storm really happened
     assert not [name for name in CHECKOUT_ERRORS if name in report["errors"]], (report, tracebacks)
-    assert report["held_after"] is False, report
     assert report["other_thread_s"] is not None and report["other_thread_s"] < 1.0, report
     assert report["this_thread_ok"] is True, report
+    assert report["held_after"] is False, report  # and nothing holds it once they are done
     assert report["slow_steps"] == [], report  # no step waited out busy_timeout on a leftover lock
     assert report["integrity"] == "ok"
     assert report["acknowledged"] > 100 and report["lost"] == [], report

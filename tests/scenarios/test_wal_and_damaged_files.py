@@ -220,13 +220,14 @@ def test_processes_finding_one_damaged_file_at_once_move_it_once(
     aside, with its bytes and mode; the others wait, see it done, and open the new file."""
     ws = tmp_path / "ws"
     path = db_path_for(ws)
-    path.parent.mkdir(parents=True)
     if kind == "garbage":
+        path.parent.mkdir(parents=True)
         path.write_bytes(os.urandom(50_000))
         path.with_name("chunks.db-journal").write_bytes(b"journal" * 50)
         path.chmod(0o640)
         kept_suffix, originals = ".corrupt-", {"": path.read_bytes(), "-journal": b"journal" * 50}
     else:
+        copy_fixture("rust-0.1.1-empty", ws)  # a chunk DB: another application's database is refused
         kept_suffix, originals = "-wal.stale-", {"": _stale_wal_beside_a_truncate_database(path)}
     answers = _arrive_at_once(ws, 4)
     assert all(a.isdigit() for a in answers), answers

@@ -78,7 +78,11 @@ def database_of(workspace: str | os.PathLike[str]) -> Path:
         raise CliError(
             f"{ws} is a file; give the workspace directory (the one holding memory_tree/chunks.db)"
         )
-    return db_path_for(ws).absolute()
+    path = db_path_for(ws).absolute()
+    what = files.not_regular(path)
+    if what is not None:
+        raise CliError(f"{path} is {what}, not a database file; nothing was read, moved or changed")
+    return path
 
 
 def quarantined(path: Path) -> list[FileInfo]:

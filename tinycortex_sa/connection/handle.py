@@ -190,7 +190,11 @@ class FileHandle:
             )
         outer = self._mine.get()
         if outer is not None and outer.active and outer.user == get_ident():
-            if not self._orphaned(outer, lease) and not self._collected(outer):
+            if not self._orphaned(outer, lease):
+                # a Session abandoned by an exception may hold it from a reference cycle: collecting
+                # gives it back, or kills its connection object without giving it back (an orphan)
+                self._collected(outer, again=True)
+            if outer.active and not self._orphaned(outer, lease):
                 raise NestedCheckoutError(
                     f"{self.path}: this thread (or task) already holds the connection: a Session or "
                     "connection opened inside another on the same file, or an engine used inside "
@@ -317,14 +321,16 @@ class FileHandle:
             # the garbage collector finalises it (SQLAlchemy returns it)
             self._collected(holder)
 
-    def _collected(self, lease: Lease) -> bool:
-        """Run the garbage collector once for ``lease``; True if that gave it back.
+    def _collected(self, lease: Lease, again: bool = False) -> bool:
+        """Run the garbage collector for ``lease`` (once, unless ``again``); True if that gave it back.
 
         A Session abandoned by an exception (an interrupt in its ``close()``)
         can hold its connection from a reference cycle; SQLAlchemy returns it
-        when the cycle is collected.  A Session still in use stays.
+        when the cycle is collected.  A Session still in use stays.  A nested
+        checkout asks every time (its garbage may have been referenced by the
+        exception being handled the first time); a waiter once per lease.
         """
-        if lease.gc_tried:
+        if lease.gc_tried and not again:
             return False
         lease.gc_tried = True
         gc.collect()

@@ -136,7 +136,9 @@ def close_all() -> None:
 
 def open_file(path: Path, options: Options, verify: bool) -> sqlite3.Connection:
     """The handles' opener: the open sequence with this process's locks and the schema upgrade."""
-    return opening.open_initialised(path, options, initialise, verify=verify, lock=move_lock)
+    return opening.open_initialised(
+        path, options, initialise, verify=verify, lock=move_lock, inspect=upgrade.refuse_foreign
+    )
 
 
 def initialise(conn: sqlite3.Connection, path: Path, options: Options) -> None:

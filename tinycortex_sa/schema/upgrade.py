@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SchemaBehindError, UnknownRevisionError
+from ..errors import ForeignDatabaseError, SchemaBehindError, UnknownRevisionError
 from ..options import DEFAULTS, Options, parse, resolve
 from . import progress
-from .version import HEAD, REVISIONS
+from .version import CHUNK_TABLES, HEAD, REVISIONS, RUST_STORE_TABLES
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -117,6 +117,27 @@ def alembic_config(**attributes: Any) -> Config:
     config.set_main_option("script_location", str(script_location()))
     config.attributes.update(attributes)
     return config
+
+
+def refuse_foreign(conn: sqlite3.Connection, db_path: Path) -> None:
+    """Refuse another application's database before anything changes it (the opener's inspector).
+
+    A file with tables, none of them the chunk DB's, the Rust core's stores' or
+    ``alembic_version``, is not a chunk DB: adopting it would add fifteen
+    tables to it.  An empty database is a new chunk DB.
+    """
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    names = {str(row[0]) for row in rows} - {"sqlite_sequence", "sqlite_stat1", "sqlite_stat4"}
+    if not names or names & (CHUNK_TABLES | RUST_STORE_TABLES | {"alembic_version"}):
+        return
+    shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+    raise ForeignDatabaseError(
+        f"{db_path} is another application's SQLite database (tables {shown}; none of the chunk "
+        "DB's), so it was left exactly as it was. Point the workspace at the TinyCortex chunk DB, "
+        "or move this file away to start a new one.",
+        path=db_path,
+        revision=None,
+    )
 
 
 def read_revisions(conn: sqlite3.Connection) -> tuple[str, ...] | None:

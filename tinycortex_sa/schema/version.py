@@ -19,5 +19,27 @@ REVISIONS: tuple[str, ...] = (
 #: The revision a database is at once it is fully up to date.
 HEAD: str = REVISIONS[-1]
 
+#: The chunk DB's tables, and the objects the Rust core's shared-connection stores add.
+CHUNK_TABLES: frozenset[str] = frozenset(
+    {
+        "mem_tree_chunks",
+        "mem_tree_chunk_embeddings",
+        "mem_tree_chunk_reembed_skipped",
+        "mem_tree_score",
+        "mem_tree_entity_index",
+        "mem_tree_entity_edges",
+        "mem_tree_trees",
+        "mem_tree_summaries",
+        "mem_tree_summary_embeddings",
+        "mem_tree_summary_reembed_skipped",
+        "mem_tree_buffers",
+        "mem_tree_entity_hotness",
+        "mem_tree_jobs",
+        "mem_tree_ingested_sources",
+        "mcp_writes",
+    }
+)
+RUST_STORE_TABLES: frozenset[str] = frozenset({"kv_global", "kv_namespace"})
+
 #: ``PRAGMA user_version`` after both Rust data migrations have run.
 USER_VERSION: int = 2

@@ -18,13 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import DatabaseBusyError
+from ..errors import DatabaseBusyError, NotAFileError
 from ..options import DEFAULTS
 from . import codes, driver
 from .files import (
     SIDE_SUFFIXES,
     fsync_dir,
     lock_directory,
+    not_regular,
     read_header,
     rename_keeping,
     side_file,
@@ -183,6 +184,11 @@ def quarantine(path: Path, clock: Clock = utc_now) -> Path:
     file is replaced.  Callers hold the directory lock and have checked the
     file again under it.
     """
+    what = not_regular(path)
+    if what is not None:
+        raise NotAFileError(
+            f"{path} is {what}: only regular files are ever kept aside; nothing was moved", path=path
+        )
     stamp = _stamp(clock)
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
     n = 1

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -55,6 +56,32 @@ class Header:
         if self.data and self.data[: len(SQLITE_MAGIC)] != SQLITE_MAGIC:
             return "file is not a database"  # SQLite's own words for SQLITE_NOTADB
         return None
+
+
+def not_regular(path: Path) -> str | None:
+    """What stands at ``path`` if it is not a regular file (symbolic links followed), else None.
+
+    None also when nothing is there.  Looked at with ``stat`` only: a FIFO is
+    never opened (that would block), a device never read.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return f"a path that cannot be followed ({err.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    for test, what in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return what
+    return "not a regular file"
 
 
 def read_header(path: Path) -> Header:

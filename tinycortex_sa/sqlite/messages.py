@@ -9,6 +9,14 @@ from ..errors import DatabaseBusyError, DiskFullError, KeptFileExistsError, Open
 from . import codes
 
 
+def not_a_file_message(path: Path, what: str) -> str:
+    """What to say when something other than a regular file stands at the database's path."""
+    return (
+        f"cannot open {path}: it is {what}, not a database file. Nothing was opened, moved or "
+        "changed; move it away, or point the workspace at another directory."
+    )
+
+
 def busy_message(path: Path, busy_timeout_ms: int, err: BaseException) -> str:
     """What to say when another process held the file's lock past ``busy_timeout``."""
     return (

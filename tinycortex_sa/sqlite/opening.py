@@ -42,7 +42,13 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from ..errors import CorruptDatabaseError, DatabaseBusyError, JournalModeBusyError, TinyCortexError
+from ..errors import (
+    CorruptDatabaseError,
+    DatabaseBusyError,
+    JournalModeBusyError,
+    NotAFileError,
+    TinyCortexError,
+)
 from ..options import Options
 from . import aside, codes, driver, files, messages, pragmas
 from .aside import MoveLock
@@ -51,6 +57,14 @@ log = logging.getLogger("tinycortex_sa")
 
 #: ``initialise(conn, path, options)``: run on every new connection after the pragmas.
 Initialiser = Callable[[sqlite3.Connection, Path, Options], None]
+#: ``inspect(conn, path)``: run on every new connection before the pragmas, to refuse a file early.
+Inspector = Callable[[sqlite3.Connection, Path], None]
+
+
+def _no_inspection(conn: sqlite3.Connection, path: Path) -> None:
+    """The default: nothing to refuse."""
+
+
 Sleep = Callable[[float], None]
 
 #: Waits between attempts to take a WAL database out of WAL mode: random, growing, at most this long.
@@ -64,6 +78,7 @@ def open_initialised(
     sleep: Sleep = time.sleep,
     verify: bool = False,
     lock: MoveLock = files.lock_directory,
+    inspect: Inspector = _no_inspection,
 ) -> sqlite3.Connection:
     """Open ``path``, set the pragmas and run ``initialise``, recovering as the contract says.
 
@@ -72,11 +87,14 @@ def open_initialised(
     the directory lock held while files are moved aside.  Errors are
     :class:`TinyCortexError` subclasses naming the path and the fix.
     """
+    what = files.not_regular(path)
+    if what is not None:  # before anything opens it: a FIFO would block, a device is not ours to move
+        raise NotAFileError(messages.not_a_file_message(path, what), path=path)
     try:
         try:
             found = aside.quick_check(path, options.busy_timeout) if verify and path.is_file() else None
             if found is None:
-                return open_retrying(path, options, initialise, sleep, lock)
+                return open_retrying(path, options, initialise, sleep, lock, inspect)
             err: sqlite3.DatabaseError = codes.not_a_database(f"{path} is damaged: {found}")
         except sqlite3.DatabaseError as raised:
             if not codes.is_corruption(raised):
@@ -86,10 +104,10 @@ def open_initialised(
                 # Healthy now: another process quarantined the file and built a new one while this
                 # open was failing on the old one.  Open what is there now, once.
                 log.info("%s changed while it was being checked (%s); opening it again", path, raised)
-                return open_retrying(path, options, initialise, sleep, lock)
+                return open_retrying(path, options, initialise, sleep, lock, inspect)
             err = raised
         keep_damaged_aside(path, options, found, err, sleep, lock)
-        return open_retrying(path, options, initialise, sleep, lock)
+        return open_retrying(path, options, initialise, sleep, lock, inspect)
     except TinyCortexError:
         raise
     except (sqlite3.Error, OSError) as err:
@@ -97,10 +115,18 @@ def open_initialised(
 
 
 def open_once(
-    path: Path, options: Options, initialise: Initialiser, sleep: Sleep, lock: MoveLock
+    path: Path,
+    options: Options,
+    initialise: Initialiser,
+    sleep: Sleep,
+    lock: MoveLock,
+    inspect: Inspector = _no_inspection,
 ) -> sqlite3.Connection:
     """Step 2: prepare the file, connect, set the pragmas, initialise."""
     files.prepare(path)
+    what = files.not_regular(path)
+    if what is not None:  # replaced meanwhile
+        raise NotAFileError(messages.not_a_file_message(path, what), path=path)
     found = files.read_header(path).problem
     if found is not None:  # before SQLite sees it, and deletes a -journal beside it
         raise codes.not_a_database(f"{path} is damaged: {found}")
@@ -109,6 +135,7 @@ def open_once(
     # prepare() made sure of it; it fails with CANTOPEN instead, which gets the one retry
     conn = driver.open_uri(path, "rw", options.busy_timeout, shared=True)
     try:
+        inspect(conn, path)  # before the pragmas: journal_mode may rewrite a WAL file's header
         pragmas.apply(conn, path, options)
         initialise(conn, path, options)
     except BaseException:
@@ -118,7 +145,12 @@ def open_once(
 
 
 def open_taking_turns(
-    path: Path, options: Options, initialise: Initialiser, sleep: Sleep, lock: MoveLock
+    path: Path,
+    options: Options,
+    initialise: Initialiser,
+    sleep: Sleep,
+    lock: MoveLock,
+    inspect: Inspector = _no_inspection,
 ) -> sqlite3.Connection:
     """Step 3: :func:`open_once`, tried again while another process keeps the database in WAL mode.
 
@@ -141,11 +173,16 @@ def open_taking_turns(
         sleep=sleep,
         reraise=True,
     )
-    return retrying(open_once, path, options, initialise, sleep, lock)
+    return retrying(open_once, path, options, initialise, sleep, lock, inspect)
 
 
 def open_retrying(
-    path: Path, options: Options, initialise: Initialiser, sleep: Sleep, lock: MoveLock
+    path: Path,
+    options: Options,
+    initialise: Initialiser,
+    sleep: Sleep,
+    lock: MoveLock,
+    inspect: Inspector = _no_inspection,
 ) -> sqlite3.Connection:
     """Step 4: :func:`open_taking_turns`, once more after an I/O error, with a ``-wal`` folded in first."""
 
@@ -163,7 +200,7 @@ def open_retrying(
         sleep=sleep,
         reraise=True,
     )
-    return retrying(open_taking_turns, path, options, initialise, sleep, lock)
+    return retrying(open_taking_turns, path, options, initialise, sleep, lock, inspect)
 
 
 def keep_damaged_aside(
