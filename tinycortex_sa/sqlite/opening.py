@@ -127,7 +127,8 @@ def open_once(
     what = files.not_regular(path)
     if what is not None:  # replaced meanwhile
         raise NotAFileError(messages.not_a_file_message(path, what), path=path)
-    found = files.read_header(path).problem
+    header = files.read_header(path)
+    found = header.problem
     if found is not None:  # before SQLite sees it, and deletes a -journal beside it
         raise codes.not_a_database(f"{path} is damaged: {found}")
     aside.set_aside_stale_wal(path, options.busy_timeout, sleep, lock)
@@ -135,8 +136,14 @@ def open_once(
     # prepare() made sure of it; it fails with CANTOPEN instead, which gets the one retry
     conn = driver.open_uri(path, "rw", options.busy_timeout, shared=True)
     try:
-        inspect(conn, path)  # before the pragmas: journal_mode may rewrite a WAL file's header
+        # a rollback-mode file is inspected before the pragmas, so a refused one stays byte-identical;
+        # a WAL-mode file after them: reading it first would keep its -wal open while processes
+        # arriving together take turns leaving WAL mode
+        if not header.wal_mode:
+            inspect(conn, path)
         pragmas.apply(conn, path, options)
+        if header.wal_mode:
+            inspect(conn, path)
         initialise(conn, path, options)
     except BaseException:
         conn.close()  # rolls back whatever initialise left open
