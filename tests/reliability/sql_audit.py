@@ -28,16 +28,8 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("tinycortex_sa/sqlite/pragmas.py", "name"): "read(): loops over a literal tuple of four pragma names",
     (
         "tinycortex_sa/engine/dialect.py",
-        "self._isolation_lookup[level]",
-    ): "SQLAlchemy's fixed isolation-level table (ints)",
-    (
-        "tinycortex_sa/engine/dialect.py",
         "statement",
     ): "do_execute(): SQLAlchemy's compiled statement, parameters bound",
-    (
-        "tinycortex_sa/engine/dialect.py",
-        "handle.begin_mode",
-    ): "BEGIN mode: one of BEGIN_MODES, checked by set_characteristic",
     (
         "tinycortex_sa/schema/base.py",
         "sql",

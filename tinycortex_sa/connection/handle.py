@@ -216,15 +216,17 @@ class FileHandle:
             conn = self._open()
             self._query_only = self._uncommitted = False
         if read_only is not self._query_only:
-            self._query_only = (
-                None  # unknown until the pragma ran: an interrupt here makes the next one set it
-            )
-            conn.execute("PRAGMA query_only = 1" if read_only else "PRAGMA query_only = 0")
-            self._query_only = read_only
+            self._set_query_only(conn, read_only)
         if uncommitted is not self._uncommitted:
             self.set_read_uncommitted(uncommitted)
         self.begin_mode = begin or ("DEFERRED" if read_only else "EXCLUSIVE")
         return conn
+
+    def _set_query_only(self, conn: sqlite3.Connection, on: bool) -> None:
+        """``PRAGMA query_only`` for this checkout (read-only engines turn it on)."""
+        self._query_only = None  # unknown until the pragma ran: an interrupt here makes the next one set it
+        conn.execute("PRAGMA query_only = 1" if on else "PRAGMA query_only = 0")
+        self._query_only = on
 
     def set_read_uncommitted(self, on: bool) -> None:
         """``PRAGMA read_uncommitted`` for the holder's checkout (isolation level READ UNCOMMITTED)."""
