@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -170,3 +172,29 @@ class InitCounter:
         with self.lock:
             self.calls.append((threading.get_ident(), path))
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+
+_HOLDER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute(sys.argv[2])
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(path: Path, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    """Another process holds a transaction on ``path`` (SQLite's locks are per process: one in
+    this process would be dropped by any ``close()`` of the file here, as POSIX locks are)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path), begin],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        yield
+    finally:
+        proc.communicate("", timeout=30)

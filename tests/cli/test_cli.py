@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import alembic_revision, copy_fixture, db_file, open_workspace, raw, user_version
+from helpers import (
+    alembic_revision,
+    copy_fixture,
+    db_file,
+    lock_held_elsewhere,
+    open_workspace,
+    raw,
+    user_version,
+)
 
 from tinycortex_sa import cli
 from tinycortex_sa.cli import repair
@@ -356,12 +364,8 @@ def test_recover_refuses_while_another_process_writes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ws = at_head(tmp_path)
-    writer = sqlite3.connect(db_file(ws), isolation_level=None)
-    try:
-        writer.execute("BEGIN IMMEDIATE")
+    with lock_held_elsewhere(db_file(ws)):
         code, _, err = run(capsys, "recover", str(ws), "--force", "--busy-timeout", "100")
-    finally:
-        writer.close()
     assert code == 3 and "another process is using" in err and "Nothing was moved" in err
     assert not list(db_file(ws).parent.glob("chunks.db.corrupt-*"))
 

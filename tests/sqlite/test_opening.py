@@ -233,7 +233,7 @@ def test_a_file_another_process_quarantined_meanwhile_is_opened_not_refused(
     path.write_bytes(b"x" * 4096)
     real_quick_check = aside.quick_check
 
-    def other_process_got_there_first(p: Path, busy_timeout_ms: int) -> str | None:
+    def other_process_got_there_first(p: Path, busy_timeout_ms: int) -> aside.Check:
         moved = aside.quarantine(p)
         fresh = sqlite3.connect(p)
         fresh.execute("CREATE TABLE built_by_the_other(x)")
@@ -257,10 +257,10 @@ def test_rename_keeping_never_replaces_a_kept_file(tmp_path: Path) -> None:
     src.write_bytes(b"new")
     dst.write_bytes(b"kept by another process")
     with pytest.raises(FileExistsError):
-        aside.rename_keeping(src, dst)
+        files.rename_keeping(src, dst)
     assert src.read_bytes() == b"new" and dst.read_bytes() == b"kept by another process"
     dst.unlink()
-    aside.rename_keeping(src, dst)
+    files.rename_keeping(src, dst)
     assert not src.exists() and dst.read_bytes() == b"new" and dst.stat().st_nlink == 1
 
 
@@ -275,9 +275,9 @@ def test_rename_keeping_without_hard_links_checks_then_renames(
     src.write_bytes(b"a")
     dst.write_bytes(b"b")
     with pytest.raises(FileExistsError):
-        aside.rename_keeping(src, dst)
+        files.rename_keeping(src, dst)
     dst.unlink()
-    aside.rename_keeping(src, dst)
+    files.rename_keeping(src, dst)
     assert dst.read_bytes() == b"a" and not src.exists()
 
 
@@ -370,7 +370,7 @@ def test_paths_that_are_not_utf8_get_a_working_uri(tmp_path: Path) -> None:
     finally:
         conn.close()
     assert "chunks.db" in os.listdir(directory)
-    assert aside.quick_check(directory / "chunks.db", 100) is None
+    assert aside.quick_check(directory / "chunks.db", 100).healthy
 
 
 def test_a_forked_child_does_not_keep_the_move_lock(tmp_path: Path) -> None:
@@ -440,13 +440,13 @@ def test_a_name_taken_while_moving_aside_is_a_clear_error_and_nothing_is_replace
 ) -> None:
     path = tmp_path / "chunks.db"
     path.write_bytes(b"x" * 4096)
-    real = aside.rename_keeping
+    real = files.rename_keeping
 
     def another_program_took_the_name(src: Path, dst: Path) -> None:
         dst.write_bytes(b"someone else's file")
         real(src, dst)
 
-    monkeypatch.setattr(aside, "rename_keeping", another_program_took_the_name)
+    monkeypatch.setattr(files, "rename_keeping", another_program_took_the_name)
     with pytest.raises(OpenError, match="a file of that name appeared meanwhile") as info:
         opening.open_initialised(path, DEFAULTS, noop_init)
     assert "Nothing was overwritten" in str(info.value) and str(path) in str(info.value)
@@ -460,4 +460,4 @@ def test_a_path_spelled_with_a_leading_double_slash_opens(tmp_path: Path) -> Non
     conn = opening.open_initialised(path, DEFAULTS, noop_init)
     conn.execute("CREATE TABLE t(x)")
     conn.close()
-    assert aside.quick_check(path, 100) is None and (tmp_path / "chunks.db").stat().st_size > 0
+    assert aside.quick_check(path, 100).healthy and (tmp_path / "chunks.db").stat().st_size > 0

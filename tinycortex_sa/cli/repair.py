@@ -12,22 +12,21 @@ corrupt file aside is ``recover``'s job alone, done with
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import tinycortex_sa
 
 from ..connection import registry
-from ..errors import CliError, CorruptDatabaseError, Refused
+from ..errors import CliError, CorruptDatabaseError, DatabaseBusyError, Refused
 from ..options import DEFAULTS
 from ..schema import upgrade as schema_upgrade
 from ..schema.version import HEAD
-from ..sqlite import aside, codes, driver, files
+from ..sqlite import aside, files
 from .inspect import database_of, read_only
 from .progress import reporting
 
@@ -81,63 +80,64 @@ def upgrade(workspace: str, options: dict[str, Any], stream: TextIO, live: bool)
     return [f"upgraded {path} from {before} to {after}"]
 
 
-@contextlib.contextmanager
-def _sole_user(path: Path, busy_timeout_ms: int) -> Iterator[None]:
-    """Hold SQLite's exclusive lock while the file is moved, so no process is writing to it."""
-    conn = driver.open_uri(path, "rw", busy_timeout_ms)
-    try:
-        try:
-            conn.execute("BEGIN EXCLUSIVE")
-        except sqlite3.Error as err:
-            if codes.is_busy(err):
-                raise CliError(
-                    f"another process is using {path} ({err}); stop the applications using the "
-                    "workspace and retry. Nothing was moved"
-                ) from err
-            # a damaged header cannot even be locked through SQLite: move it regardless
-        yield
-    finally:
-        conn.close()
+def _still_damaged(path: Path, check: aside.Check, busy_timeout: int) -> None:
+    """Under the move lock: refuse if another process repaired the file since the check."""
+    if check.damage is not None and aside.quick_check(path, busy_timeout).healthy:
+        raise Refused(f"{path} passed quick_check on a second look; nothing was moved")
 
 
-def _still_the_file_checked(
-    path: Path, checked: os.stat_result, found: str | None, busy_timeout: int
-) -> None:
-    """Under the move lock: refuse if another process replaced the file, or repaired it, since the check."""
+def _still_the_same_file(path: Path, checked: os.stat_result) -> None:
+    """Under the move lock and SQLite's: refuse if another process replaced the file since the check."""
     now = os.stat(path)
     if (now.st_dev, now.st_ino) != (checked.st_dev, checked.st_ino):
         raise CliError(
             f"{path} was replaced while recover was starting (another process kept the damaged file "
             "aside and built a new database?). Nothing was moved; run recover again to check the new file"
         )
-    if found is not None and aside.quick_check(path, busy_timeout) is None:
-        raise Refused(f"{path} passed quick_check on a second look; nothing was moved")
 
 
 def recover(workspace: str, force: bool, options: dict[str, Any], say: Callable[[str], None]) -> None:
-    """Quarantine a corrupt chunk DB (or, with ``force``, any) and build a fresh one, saying each step."""
+    """Quarantine a corrupt chunk DB (or, with ``force``, any) and build a fresh one, saying each step.
+
+    SQLite never opens the file read-write before it is moved: that would roll
+    back a ``-journal`` beside it, or delete it (beside a file that is not a
+    database).  The check is read-only, and the file is locked as SQLite locks
+    it (:func:`~tinycortex_sa.sqlite.files.sqlite_exclusive_lock`) without
+    being read, so every side file is kept byte for byte.
+    """
     path = database_of(workspace)
     ws = shlex.quote(workspace)
     if not path.is_file():
         raise CliError(f"no database at {path}: nothing to recover")
     busy_timeout = int(options.get("busy_timeout", DEFAULTS.busy_timeout))
     checked = os.stat(path)
-    found = aside.quick_check(path, busy_timeout)
-    if found is None and not force:
+    check = aside.quick_check(path, busy_timeout)
+    if check.inconclusive is not None and not force:
+        raise Refused(
+            f"{path}: {check}, so it is neither known to be damaged nor known to be healthy; nothing "
+            "was moved. If another process holds it, retry when it is done; if a -journal holds an "
+            "interrupted transaction, opening the workspace read-write (any application, or "
+            f"`tinycortex-sa upgrade {ws}`) rolls it back, then run recover again. To keep it aside as it "
+            f"is and start an empty database, run `tinycortex-sa recover {ws} --force`"
+        )
+    if check.healthy and not force:
         raise Refused(
             f"{path} passed PRAGMA quick_check: it is not corrupt, so nothing was moved. To set it "
             f"aside anyway and start an empty database, run `tinycortex-sa recover {ws} --force`"
         )
-    if found is None:
-        say(f"{path} passed quick_check; moving it aside anyway (--force)")
-    else:
-        say(f"{path}: quick_check found: {' '.join(found.split())}")
-    with registry.move_lock(path.parent, busy_timeout), _sole_user(path, busy_timeout):
-        _still_the_file_checked(path, checked, found, busy_timeout)
-        sides = files.side_files(path)
-        target = aside.quarantine(path)
+    say(f"{path}: {check}" + ("" if check.damage is not None else "; moving it aside anyway (--force)"))
+    try:
+        with registry.move_lock(path.parent, busy_timeout):
+            _still_the_same_file(path, checked)
+            _still_damaged(path, check, busy_timeout)  # before the lock: the check takes SQLite's too
+            with files.sqlite_exclusive_lock(path, busy_timeout):
+                _still_the_same_file(path, checked)
+                sides = files.side_files(path)
+                target = aside.quarantine(path)
+    except DatabaseBusyError as err:
+        raise CliError(str(err)) from err
     for side in sides:
-        say(f"moved {side} -> {target.with_name(target.name + side.name[len(path.name) :])}")
+        say(f"moved {side} -> {files.side_file(target, side.name[len(path.name) :])}")
     say(f"moved {path} -> {target}")
     revision, user_version = _open(workspace, options)
     content = options.get("content_root") or path.parent / "content"

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,12 @@ from ..errors import DatabaseBusyError, NotAFileError
 from ..options import DEFAULTS
 from . import codes, driver
 from .files import (
-    SIDE_SUFFIXES,
+    free_name,
     fsync_dir,
     lock_directory,
+    move_group,
     not_regular,
     read_header,
-    rename_keeping,
     side_file,
     side_files,
 )
@@ -105,10 +106,9 @@ def set_aside_stale_wal(
         n = 1
         while os.path.lexists(kept(wal, n)) or os.path.lexists(kept(shm, n)):
             n += 1
-        if shm.exists():
-            rename_keeping(shm, kept(shm, n))
         target = kept(wal, n)
-        rename_keeping(wal, target)
+        # the -shm first; if the -wal's rename fails, the -shm is moved back
+        move_group([(shm, kept(shm, n))] * shm.exists() + [(wal, target)])
         fsync_dir(path.parent)
     log.error(
         "%s: kept a stale -wal aside as %s (%s); opening the database as its file holds it",
@@ -154,49 +154,84 @@ def fold_wal(path: Path, busy_timeout_ms: int, lock: MoveLock = lock_directory) 
     log.info("folded leftover %s into %s", wal, path)
 
 
-def quick_check(path: Path, busy_timeout_ms: int) -> str | None:
-    """Return what ``PRAGMA quick_check(1)`` finds wrong with ``path``, or None if healthy.
+@dataclass(frozen=True)
+class Check:
+    """What ``PRAGMA quick_check`` said about a file: healthy, damaged, or inconclusive.
+
+    Exactly one of three answers: ``damage`` (what is wrong) when the check
+    found damage; ``inconclusive`` (why not) when it could not run, e.g.
+    another process held a write lock, or a hot ``-journal`` must be rolled
+    back first, which a read-only connection may not do; neither when the
+    file passed.  Inconclusive is never taken for healthy, nor for damaged.
+    """
+
+    damage: str | None = None
+    inconclusive: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.damage is None and self.inconclusive is None
+
+    def __str__(self) -> str:
+        if self.damage is not None:
+            return f"quick_check found: {' '.join(self.damage.split())}"
+        if self.inconclusive is not None:
+            return f"quick_check could not run ({self.inconclusive})"
+        return "passed quick_check"
+
+
+def _why_inconclusive(err: sqlite3.Error) -> str:
+    if codes.is_readonly_rollback(err):
+        return (
+            f"{err}: a -journal beside it holds an interrupted transaction, which a read-only "
+            "check may not roll back"
+        )
+    if codes.is_busy(err):
+        return f"{err}: another process holds a lock on it"
+    return str(err)
+
+
+def quick_check(path: Path, busy_timeout_ms: int) -> Check:
+    """Run ``PRAGMA quick_check(1)`` on ``path`` and say what it found (:class:`Check`).
 
     The header is looked at first; then SQLite checks through a read-only
     connection, which changes nothing on disk (it neither rolls back nor
-    deletes a ``-journal``).
+    deletes a ``-journal``).  An error other than damage makes the answer
+    inconclusive, with the reason.
     """
     found = read_header(path).problem
     if found is not None:
-        return found
+        return Check(damage=found)
     try:
         conn = driver.open_uri(path, "ro", busy_timeout_ms)
         try:
             result = str(conn.execute("PRAGMA quick_check(1)").fetchone()[0])
         finally:
             conn.close()
-    except sqlite3.DatabaseError as err:
-        return str(err) if codes.is_corruption(err) else None
-    return None if result == "ok" else result
+    except sqlite3.Error as err:
+        if codes.is_corruption(err):
+            return Check(damage=str(err))
+        return Check(inconclusive=_why_inconclusive(err))
+    return Check() if result == "ok" else Check(damage=result)
 
 
 def quarantine(path: Path, clock: Clock = utc_now) -> Path:
     """Rename ``path`` and its side files to ``<name>.corrupt-<UTC timestamp>``; return the new name.
 
     Side files move first so that a journal is never left beside a new,
-    unrelated database (SQLite would roll it back into it).  Nothing is
-    deleted and modes are kept (a rename does not touch them); no existing
-    file is replaced.  Callers hold the directory lock and have checked the
-    file again under it.
+    unrelated database (SQLite would roll it back into it).  The group moves
+    under one name that is free for all of them, or not at all
+    (:func:`~.files.move_group`).  Nothing is deleted and modes are kept (a
+    rename does not touch them); no existing file is replaced.  Callers hold
+    the directory lock and have checked the file again under it.
     """
     what = not_regular(path)
     if what is not None:
         raise NotAFileError(
             f"{path} is {what}: only regular files are ever kept aside; nothing was moved", path=path
         )
-    stamp = _stamp(clock)
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while target.exists() or any(side_file(target, s).exists() for s in SIDE_SUFFIXES):
-        n += 1
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-    for side in side_files(path):
-        rename_keeping(side, target.with_name(target.name + side.name[len(path.name) :]))
-    rename_keeping(path, target)
+    target = free_name(path, f"corrupt-{_stamp(clock)}")
+    sides = side_files(path)
+    move_group([(side, side_file(target, side.name[len(path.name) :])) for side in sides] + [(path, target)])
     fsync_dir(path.parent)
     return target

@@ -11,6 +11,7 @@ import errno
 import fcntl
 import os
 import stat
+import struct
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -103,6 +104,40 @@ def side_files(path: Path) -> list[Path]:
     return [p for p in (side_file(path, s) for s in SIDE_SUFFIXES) if p.exists()]
 
 
+def free_name(path: Path, tag: str) -> Path:
+    """``<name>.<tag>``, or ``<name>.<tag>-2``, ...: the first name under which neither ``path``'s
+    name nor any of its side-file names is taken, by anything (``lexists``: a dangling
+    symbolic link takes a name too)."""
+    n = 1
+    while True:
+        target = path.with_name(f"{path.name}.{tag}" + ("" if n == 1 else f"-{n}"))
+        if not any(os.path.lexists(p) for p in (target, *(side_file(target, s) for s in SIDE_SUFFIXES))):
+            return target
+        n += 1
+
+
+def move_group(moves: list[tuple[Path, Path]]) -> None:
+    """Rename each ``(src, dst)`` with :func:`rename_keeping`, in order, all or none.
+
+    If one rename fails, the ones already done are renamed back (in reverse
+    order) before the error propagates, so a database is never split from its
+    journal.  A rename back that fails too is added to the error's notes with
+    both names: nothing is deleted either way.
+    """
+    done: list[tuple[Path, Path]] = []
+    try:
+        for src, dst in moves:
+            rename_keeping(src, dst)
+            done.append((src, dst))
+    except BaseException as err:
+        for src, dst in reversed(done):
+            try:
+                rename_keeping(dst, src)
+            except OSError as back:
+                err.add_note(f"{src} is kept as {dst}: moving it back failed too ({back})")
+        raise
+
+
 def file_uri(path: Path, mode: str) -> str:
     """A SQLite ``file:`` URI for ``path`` with ``?mode=`` (the path's bytes, so any name works).
 
@@ -144,8 +179,57 @@ def fsync_dir(directory: Path) -> None:
         os.close(dir_fd)
 
 
-#: How often a process waiting for :func:`lock_directory` looks again, in seconds.
+#: How often a process waiting for a lock looks again, in seconds.
 LOCK_POLL = 0.005
+
+#: SQLite's lock bytes (os_unix.c): PENDING, then RESERVED, then the 510-byte SHARED range.
+SQLITE_PENDING_BYTE = 0x40000000
+SQLITE_LOCK_BYTES = 2 + 510
+
+
+def _sqlite_lock_request(kind: int) -> bytes:
+    """A ``struct flock`` over SQLite's lock bytes (l_type, l_whence, l_start, l_len, l_pid = 0)."""
+    return struct.pack("hhqqi4x", kind, os.SEEK_SET, SQLITE_PENDING_BYTE, SQLITE_LOCK_BYTES, 0)
+
+
+@contextlib.contextmanager
+def sqlite_exclusive_lock(
+    path: Path, busy_timeout_ms: int, sleep: Callable[[float], None] = time.sleep
+) -> Iterator[None]:
+    """Hold what SQLite's EXCLUSIVE lock holds on ``path``, without SQLite opening the file.
+
+    An open by SQLite would read the database and roll back (and delete) a
+    ``-journal`` beside it; taking the same byte-range locks directly never
+    reads a byte.  Any process in a transaction on the file (SQLite's locks
+    are POSIX record locks) keeps this from being granted, and while it is
+    held their next transaction waits (SQLITE_BUSY).  Open-file-description
+    locks where the platform has them, so closing another descriptor of the
+    file in this process does not drop the lock.  Waited for up to
+    ``busy_timeout``, then :class:`DatabaseBusyError`.
+    """
+    command = getattr(fcntl, "F_OFD_SETLK", fcntl.F_SETLK)
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        waited = 0.0
+        while True:
+            try:
+                fcntl.fcntl(fd, command, _sqlite_lock_request(fcntl.F_WRLCK))
+                break
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if waited >= busy_timeout_ms / 1000:
+                    raise DatabaseBusyError(
+                        f"another process is using {path} (it held a lock for longer than "
+                        f"busy_timeout={busy_timeout_ms}ms); stop the applications using the workspace "
+                        "and retry. Nothing was moved",
+                        path=path,
+                    ) from None
+                sleep(LOCK_POLL)
+                waited += LOCK_POLL
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @contextlib.contextmanager

@@ -92,21 +92,22 @@ def open_initialised(
         raise NotAFileError(messages.not_a_file_message(path, what), path=path)
     try:
         try:
-            found = aside.quick_check(path, options.busy_timeout) if verify and path.is_file() else None
-            if found is None:
+            check = aside.quick_check(path, options.busy_timeout) if verify and path.is_file() else None
+            if check is None or check.damage is None:
+                # healthy, or the check could not run (the open below finds damage if there is any)
                 return open_retrying(path, options, initialise, sleep, lock, inspect)
-            err: sqlite3.DatabaseError = codes.not_a_database(f"{path} is damaged: {found}")
+            err: sqlite3.DatabaseError = codes.not_a_database(f"{path} is damaged: {check.damage}")
         except sqlite3.DatabaseError as raised:
             if not codes.is_corruption(raised):
                 raise
-            found = aside.quick_check(path, options.busy_timeout)
-            if found is None:
+            check = aside.quick_check(path, options.busy_timeout)
+            if check.healthy:
                 # Healthy now: another process quarantined the file and built a new one while this
                 # open was failing on the old one.  Open what is there now, once.
                 log.info("%s changed while it was being checked (%s); opening it again", path, raised)
                 return open_retrying(path, options, initialise, sleep, lock, inspect)
             err = raised
-        keep_damaged_aside(path, options, found, err, sleep, lock)
+        keep_damaged_aside(path, options, check, err, sleep, lock)
         return open_retrying(path, options, initialise, sleep, lock, inspect)
     except TinyCortexError:
         raise
@@ -211,21 +212,39 @@ def open_retrying(
 
 
 def keep_damaged_aside(
-    path: Path, options: Options, found: str, err: BaseException, sleep: Sleep, lock: MoveLock
+    path: Path, options: Options, check: aside.Check, err: BaseException, sleep: Sleep, lock: MoveLock
 ) -> None:
-    """Step 5: quarantine the damaged file with its side files, or refuse with ``on_corrupt="raise"``."""
+    """Step 5: quarantine the damaged file with its side files, or refuse with ``on_corrupt="raise"``.
+
+    Only damage that ``quick_check`` confirmed moves a file: when the check
+    could not run (inconclusive), the open fails with
+    :class:`CorruptDatabaseError` saying so, and nothing is moved.
+    """
+    if check.damage is None:
+        raise CorruptDatabaseError(unconfirmed_message(path, err, check), path=path) from err
     if options.on_corrupt == "raise":
         raise CorruptDatabaseError(
-            f"{path} is corrupt ({found}); nothing was changed because on_corrupt='raise'. "
+            f"{path} is corrupt ({check.damage}); nothing was changed because on_corrupt='raise'. "
             "Restore it from a backup, or open it with on_corrupt='quarantine' to keep it "
             "aside and start a fresh database.",
             path=path,
         ) from err
     with lock(path.parent, options.busy_timeout, sleep):
         # checked again under the lock: another process may have kept it aside meanwhile
-        still = aside.quick_check(path, options.busy_timeout) if path.exists() else None
-        moved = aside.quarantine(path) if still is not None else None
+        still = aside.quick_check(path, options.busy_timeout) if path.exists() else aside.Check()
+        if still.inconclusive is not None:
+            raise CorruptDatabaseError(unconfirmed_message(path, err, still), path=path) from err
+        moved = aside.quarantine(path) if still.damage is not None else None
     if moved is None:
         log.info("%s was kept aside by another process meanwhile; opening the new file", path)
     else:
-        log.error("%s is corrupt (%s): kept as %s; building a fresh database", path, found, moved)
+        log.error("%s is corrupt (%s): kept as %s; building a fresh database", path, check.damage, moved)
+
+
+def unconfirmed_message(path: Path, err: BaseException, check: aside.Check) -> str:
+    """What to say when SQLite reported damage that ``quick_check`` could neither confirm nor rule out."""
+    return (
+        f"{path}: SQLite reported damage ({err}), but {check}, so the file was neither kept aside "
+        "nor changed. Retry once other processes are done with it; `tinycortex-sa recover` keeps "
+        "it aside (with --force if its check stays inconclusive)."
+    )
