@@ -27,6 +27,7 @@ from reliability.common import (
     chunk_row,
     prepare_head,
 )
+from sqlalchemy.orm import Session
 
 import tinycortex_sa
 from tinycortex_sa import db_path_for, with_connection
@@ -453,3 +454,29 @@ def test_fork_refuses_at_once_when_the_statement_outlasts_checkout_timeout(tmp_p
     assert not report["ok"]
     assert report["error"].startswith("ForkedInUseError"), report
     assert report["seconds"] < 0.5
+
+
+def test_fork_inside_a_session_transaction_child_gets_forked_in_use(workspace: Path) -> None:
+    """An application forks while its thread is inside a Session transaction: the child's own new
+    Session is told the file cannot be used from it (ForkedInUseError, as documented), not that
+    it nests a checkout; the parent's transaction commits as if nothing happened."""
+    _setup(workspace)
+    engine = tinycortex_sa.create_engine(workspace)
+    try:
+        with Session(engine) as session, session.begin():
+            session.execute(sa.text("INSERT INTO t (v, pid) VALUES ('parent', 0)"))
+
+            def child() -> dict[str, Any]:
+                try:
+                    with Session(engine) as own:
+                        own.execute(sa.text("SELECT count(*) FROM t")).scalar()
+                except Exception as err:
+                    return {"error": type(err).__name__, "message": str(err)}
+                return {"error": None}
+
+            report = run_in_child(child)
+        assert report["error"] == "ForkedInUseError", report
+        assert "forked while its parent was using the database" in report["message"]
+        assert _values(workspace) == ["parent"]
+    finally:
+        engine.dispose()

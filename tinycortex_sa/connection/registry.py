@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import NotAFileError, OptionError
 from ..options import Options
 from ..schema import upgrade
 from ..sqlite import files, opening
@@ -68,16 +69,39 @@ def db_path_for(workspace: Workspace) -> Path:
 # -- handles -----------------------------------------------------------------------------------
 
 
+def _check_spelling(key: str) -> None:
+    """Refuse a path that cannot name a chunk DB file, before anything is created for it."""
+    if "\0" in key:
+        raise OptionError(f"the database path {key!r} contains a NUL byte, which no file name can hold")
+    if key.endswith(os.sep) or os.path.basename(key) in (".", ".."):
+        raise OptionError(
+            f"the database path {key!r} names a directory: give the database file, e.g. "
+            f"{os.path.join(key, 'chunks.db')!r} (sqlite+tinycortex:////abs/workspace/memory_tree/chunks.db)"
+        )
+    dangling = files.dangling_link(key)
+    if dangling is not None:
+        link, target = dangling
+        raise NotAFileError(
+            f"cannot open {key}: {link} is a symbolic link to {target}, which does not exist, and "
+            "opening it would create the database there. Nothing was created; fix or remove the link.",
+            path=Path(key),
+        )
+
+
 def handle_for(db_path: str | os.PathLike[str], explicit: Mapping[str, Any] | None = None) -> FileHandle:
     """The handle of the file at ``db_path`` (any spelling), fixing its options on first use.
 
     Spellings are resolved (``realpath``) once per process and remembered.
+    A spelling that cannot name a file (a NUL byte, a trailing slash) is an
+    :class:`OptionError`, and one through a dangling symbolic link a
+    :class:`NotAFileError`, before anything is created.
     """
     key = os.fspath(db_path)
     if not os.path.isabs(key):
         key = os.path.join(os.getcwd(), key)
     handle = _aliases.get(key)
     if handle is None:
+        _check_spelling(key)
         with _registry_lock:
             canonical = os.path.realpath(key)
             handle = _handles.get(canonical)
@@ -103,7 +127,10 @@ def handle_for_workspace(workspace: Workspace, explicit: Mapping[str, Any]) -> F
 
 def existing_handle(db_path: str | os.PathLike[str]) -> FileHandle | None:
     """The handle for ``db_path`` if this process has one, without creating it."""
-    key = os.path.realpath(os.path.abspath(os.fspath(db_path)))
+    key = os.fspath(db_path)
+    if "\0" in key:
+        return None  # no file has that name (handle_for says so)
+    key = os.path.realpath(os.path.abspath(key))
     return _handles.get(key)
 
 

@@ -23,7 +23,25 @@ from ..errors import OptionError
 class TinyCortexPool(Pool):
     """A pool of one connection shared process-wide with every engine on the file."""
 
-    def __init__(self, creator: Any, **kw: Any) -> None:
+    def __init__(
+        self,
+        creator: Any,
+        pool_size: int | None = None,
+        max_overflow: int | None = None,
+        timeout: float | None = None,
+        use_lifo: bool | None = None,
+        **kw: Any,
+    ) -> None:
+        # named here so that create_engine() hands them over (else it raises a bare TypeError)
+        given = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": timeout}
+        given["pool_use_lifo"] = use_lifo
+        wrong = sorted(name for name, value in given.items() if value is not None)
+        if wrong:
+            raise OptionError(
+                f"{', '.join(wrong)} does not apply to sqlite+tinycortex: every engine on a file shares "
+                "its one connection, so there is no pool to size. Leave it out; to bound the wait for "
+                "the connection, use checkout_timeout (docs/options.md)"
+            )
         # The handle's checkin rolls back whatever is open: SQLAlchemy's reset-on-return would only
         # repeat it (a second ROLLBACK through the pool's reset machinery on every checkin).
         if kw.get("reset_on_return") in ("commit", True):

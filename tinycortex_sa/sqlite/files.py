@@ -85,6 +85,26 @@ def not_regular(path: Path) -> str | None:
     return "not a regular file"
 
 
+def dangling_link(path: str) -> tuple[str, str] | None:
+    """The first symbolic link on the way to ``path`` (absolute) whose target is missing, with it.
+
+    ``(link, target)``, or None.  Following such a link would create the
+    database (or its directory) wherever the link points.
+    """
+    parts = Path(path).parts
+    for i in range(2, len(parts) + 1):
+        step = os.path.join(*parts[:i])
+        if not os.path.islink(step):
+            continue
+        try:
+            os.stat(step)
+        except FileNotFoundError:
+            return step, os.readlink(step)
+        except OSError:
+            return None  # a loop, or no permission: not_regular() names it at the open
+    return None
+
+
 def read_header(path: Path) -> Header:
     """The header of ``path``; empty if the file is missing, unreadable or a directory."""
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import resource
 from pathlib import Path
 
@@ -59,8 +61,59 @@ def full_message(path: Path, err: BaseException) -> str:
     )
 
 
+#: ``errno`` values of a full file system: no space, no free inodes (also ENOSPC), a quota.
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: ``errno`` values of a process or system out of file descriptors.
+DESCRIPTOR_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+def os_errno(err: BaseException) -> int | None:
+    """The ``errno`` of the first :class:`OSError` in ``err``'s chain of causes, or None."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return current.errno
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def out_of_descriptors() -> bool:
+    """Whether this process cannot open one more file now (SQLite's CANTOPEN does not say why)."""
+    try:
+        os.close(os.open(os.devnull, os.O_RDONLY))
+    except OSError as err:
+        return err.errno in DESCRIPTOR_ERRNOS
+    return False
+
+
+def descriptors_message(path: Path, err: BaseException) -> str:
+    """What to say when the process ran out of file descriptors while opening ``path``."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (
+        f"cannot open {path}: this process has run out of file descriptors ({err}; its limit is {soft}: "
+        "RLIMIT_NOFILE, `ulimit -n`). Close files or connections that are no longer used, or raise "
+        "the limit, then retry; nothing was changed."
+    )
+
+
+def file_system_full_message(path: Path, err: BaseException) -> str:
+    """What to say when creating or renaming a file next to ``path`` failed for lack of space."""
+    return (
+        f"cannot create or rename files in {path.parent}: {err}. The file system is full (no free "
+        "space, or no free inodes: see `df -h` and `df -i`) or a quota was reached: free some, then "
+        "retry. Nothing was changed."
+    )
+
+
 def open_error(path: Path, busy_timeout_ms: int, err: BaseException) -> OpenError:
     """The typed error for a failure to open or initialise ``path``."""
+    number = os_errno(err)
+    if number in DESCRIPTOR_ERRNOS or (codes.is_io_open_error(err) and out_of_descriptors()):
+        return OpenError(descriptors_message(path, err), path=path)
+    if number in FULL_ERRNOS:
+        return DiskFullError(file_system_full_message(path, err), path=path)
     if codes.is_busy(err):
         return DatabaseBusyError(busy_message(path, busy_timeout_ms, err), path=path)
     if isinstance(err, KeptFileExistsError):
