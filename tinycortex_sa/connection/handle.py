@@ -45,6 +45,7 @@ The lease itself is :mod:`.lease`; the fork helpers are :mod:`.forking`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import gc
@@ -74,6 +75,7 @@ from ..sqlite import pragmas
 from .breaker import CircuitBreaker
 from .forking import file_locked_here, keep_forever
 from .lease import Lease, _Waiter
+from .worker import Worker
 
 #: ``opener(path, options, verify)``: open and initialise the file (``verify``: quick_check first).
 Opener = Callable[[Path, Options, bool], sqlite3.Connection]
@@ -125,6 +127,8 @@ class FileHandle:
         self._close_pending = False
         self._fork_lease: Lease | None = None
         self._users: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.worker = Worker(f"tinycortex_sa {path.name}")
+        """Runs this file's SQLite calls for asyncio callers (:mod:`.worker`)."""
 
     # -- options ---------------------------------------------------------------
     @property
@@ -182,6 +186,46 @@ class FileHandle:
         this checkout; ``begin`` is the BEGIN mode (default ``DEFERRED`` when
         read-only, else ``EXCLUSIVE``: see docs/concurrency.md, "How transactions begin").
         """
+        self._before_take(lease)
+        if not self._take(lease, timeout):
+            raise self._timed_out(timeout)
+        self._mine.set(lease)
+        conn = self.conn
+        if conn is None:
+            conn = self._open()
+            self._query_only = self._uncommitted = False
+        self._for_checkout(conn, read_only, begin, uncommitted)
+        return conn
+
+    async def checkout_async(
+        self,
+        timeout: float,
+        lease: Lease,
+        *,
+        read_only: bool = False,
+        begin: str = "",
+        uncommitted: bool = False,
+    ) -> sqlite3.Connection:
+        """:meth:`checkout` for an asyncio task: it awaits its turn and opens the file off the loop.
+
+        The same queue as threads (first come, first served across both), the
+        same nesting rule (per task), the same errors.  A task cancelled while
+        it waits leaves the queue; if the connection was granted to it at that
+        moment, its caller's :meth:`checkin` gives it back.
+        """
+        self._before_take(lease)
+        if not await self._take_async(lease, timeout):
+            raise self._timed_out(timeout)
+        self._mine.set(lease)
+        conn = self.conn
+        if conn is None:
+            conn = await self.worker.run(self._open)
+            self._query_only = self._uncommitted = False
+        self._for_checkout(conn, read_only, begin, uncommitted)
+        return conn
+
+    def _before_take(self, lease: Lease) -> None:
+        """Refuse at once what waiting cannot cure: a forked child, a nested checkout, an open breaker."""
         if self._forked_in_use:
             raise ForkedInUseError(
                 f"{self.path}: this process was forked while its parent was using the database (a "
@@ -189,7 +233,7 @@ class FileHandle:
                 "Fork while no connection to the file is checked out, or before opening it."
             )
         outer = self._mine.get()
-        if outer is not None and outer.active and outer.user == get_ident():
+        if outer is not None and outer.active and outer.user == get_ident() and outer.task is lease.task:
             if not self._orphaned(outer, lease):
                 # a Session abandoned by an exception may hold it from a reference cycle: collecting
                 # gives it back, or kills its connection object without giving it back (an orphan)
@@ -204,23 +248,21 @@ class FileHandle:
             self.checkin(outer)  # an interrupt left it behind: nobody else will give it back
         if self.conn is None:
             self.breaker.check()  # refuse at once while open, before waiting
-        if not self._take(lease, timeout):
-            raise CheckoutTimeoutError(
-                f"{self.path}: the connection has been held by {self._holder_text()} for longer than "
-                f"checkout_timeout={timeout:g}s. Close every Session and connection when done (`with "
-                "Session(engine) as session:`), or raise checkout_timeout; see docs/concurrency.md."
-            )
-        self._mine.set(lease)
-        conn = self.conn
-        if conn is None:
-            conn = self._open()
-            self._query_only = self._uncommitted = False
+
+    def _timed_out(self, timeout: float) -> CheckoutTimeoutError:
+        return CheckoutTimeoutError(
+            f"{self.path}: the connection has been held by {self._holder_text()} for longer than "
+            f"checkout_timeout={timeout:g}s. Close every Session and connection when done (`with "
+            "Session(engine) as session:`), or raise checkout_timeout; see docs/concurrency.md."
+        )
+
+    def _for_checkout(self, conn: sqlite3.Connection, read_only: bool, begin: str, uncommitted: bool) -> None:
+        """Set the granted checkout's pragmas and BEGIN mode (quick pragmas that take no lock)."""
         if read_only is not self._query_only:
             self._set_query_only(conn, read_only)
         if uncommitted is not self._uncommitted:
             self.set_read_uncommitted(uncommitted)
         self.begin_mode = begin or ("DEFERRED" if read_only else "EXCLUSIVE")
-        return conn
 
     def _set_query_only(self, conn: sqlite3.Connection, on: bool) -> None:
         """``PRAGMA query_only`` for this checkout (read-only engines turn it on)."""
@@ -284,6 +326,35 @@ class FileHandle:
                         self._queue.remove(waiter)
         return self._lease is lease
 
+    async def _take_async(self, lease: Lease, timeout: float) -> bool:
+        """:meth:`_take` for a task: the event loop keeps running while it waits."""
+        with self._mutex:
+            holder = self._lease
+            if (holder is None or not holder.active) and not self._queue:
+                lease.active = True
+                self._lease = lease
+                return True
+            waiter = _Waiter(lease, asyncio.get_running_loop())
+            self._queue.append(waiter)
+        future = waiter.future
+        assert future is not None
+        deadline = time.monotonic() + timeout
+        try:
+            while self._lease is not lease:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(future), min(remaining, HOLDER_CHECK))
+                    break
+                self._look_at_holder()
+        finally:  # also when cancelled: a waiter that is gone must not be handed the connection
+            with self._mutex:
+                if self._lease is not lease:
+                    with contextlib.suppress(ValueError):
+                        self._queue.remove(waiter)
+        return self._lease is lease
+
     def in_use_here(self) -> None:
         """A statement runs now on the holder's connection, in this thread (the dialect tells).
 
@@ -302,14 +373,14 @@ class FileHandle:
                 return
             lease.active = False
             lease.record = None
-            if self._queue:
-                nxt = self._queue[0]
-                del self._queue[0]
+            while self._queue:
+                nxt = self._queue.popleft()
                 nxt.lease.active = True
                 self._lease = nxt.lease
-                nxt.wake.release()
-            else:
-                self._lease = None
+                if nxt.wake_up():
+                    return
+                nxt.lease.active = False  # its event loop is closed: the next waiter's turn
+            self._lease = None
 
     def _look_at_holder(self) -> None:
         """A waiter's periodic look: reclaim an orphaned lease; collect a leak of an ended thread once."""
@@ -602,6 +673,7 @@ class FileHandle:
         self._queue = deque()
         self._fork_lease = None
         self._close_pending = False
+        self.worker.after_fork_in_child()
         self._lease = holder if mine else None
         self.breaker = CircuitBreaker(
             self.path, self.options.breaker_threshold, self.options.breaker_cooldown

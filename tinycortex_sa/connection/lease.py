@@ -8,6 +8,7 @@ it, which is what tells a lease an exception left behind from one in use.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 import time
@@ -25,6 +26,7 @@ class Lease:
         "owner_frame_id",
         "record",
         "since",
+        "task",
         "thread",
         "user",
         "user_thread",
@@ -39,6 +41,9 @@ class Lease:
         self.user = get_ident()
         """The id of the thread that ran the lease's latest statement (a Session may change hands)."""
         self.user_thread = self.thread
+        self.task = current_task()
+        """The asyncio task that took it, if any: tasks share a thread, and a task started inside
+        another copies its context (and so the lease it holds) without nesting in it."""
         self.since = time.monotonic()
         self.where = where
         """The caller's ``file:line`` when checkouts are traced (``trace_checkouts=True``)."""
@@ -74,13 +79,40 @@ class Lease:
             self.user_thread = threading.current_thread()
 
 
-class _Waiter:
-    __slots__ = ("lease", "wake")
+def current_task() -> asyncio.Task[Any] | None:
+    """The running asyncio task of this thread, or None (no loop running: a plain thread)."""
+    if asyncio._get_running_loop() is None:
+        return None
+    return asyncio.current_task()
 
-    def __init__(self, lease: Lease) -> None:
+
+class _Waiter:
+    """A caller in the handle's queue: a thread waiting on a lock, or a task awaiting a future."""
+
+    __slots__ = ("future", "lease", "loop", "wake")
+
+    def __init__(self, lease: Lease, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.lease = lease
         self.wake = threading.Lock()
         self.wake.acquire()  # released when the connection is handed to this waiter
+        self.loop = loop
+        self.future: asyncio.Future[None] | None = None if loop is None else loop.create_future()
+
+    def wake_up(self) -> bool:
+        """Tell the waiter the connection is its own; False if it can no longer hear it (loop closed)."""
+        self.wake.release()
+        if self.loop is None:
+            return True
+        try:
+            self.loop.call_soon_threadsafe(_granted, self.future)
+        except RuntimeError:
+            return False
+        return True
+
+
+def _granted(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 def caller_location(skip: tuple[str, ...] = ("sqlalchemy", "tinycortex_sa")) -> str | None:

@@ -142,6 +142,13 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
         return TinyCortexPool
 
     @classmethod
+    def get_async_dialect_cls(cls, url: URL) -> type[sa.engine.Dialect]:
+        """``create_async_engine`` on the same URL: :class:`~.aio.TinyCortexAsyncDialect`."""
+        from .aio import TinyCortexAsyncDialect
+
+        return TinyCortexAsyncDialect
+
+    @classmethod
     def engine_created(cls, engine: Engine) -> None:
         if not isinstance(engine.pool, TinyCortexPool):
             raise OptionError(

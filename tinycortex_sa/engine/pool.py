@@ -77,13 +77,7 @@ class TinyCortexPool(Pool):
         # does leaves the lease orphaned, which the handle recognises once this frame is gone
         lease.owned_by(sys._getframe(1))
         try:
-            handle.checkout(
-                self._timeout,
-                lease,
-                read_only=self._read_only,
-                begin=self._begin,
-                uncommitted=self._uncommitted,
-            )
+            self._checkout(lease)
             if self._generation != handle.generation or self._record is None:
                 # the handle opened a new connection: wrap it, firing "connect" events
                 self._record = _ConnectionRecord(self)
@@ -101,10 +95,25 @@ class TinyCortexPool(Pool):
         if lease is None or not handle.holds(lease):
             return  # given back already (reclaimed after an interrupt, or the file was invalidated)
         held: object = handle.conn
-        if held is not None and record.dbapi_connection is not held:
+        given = record.dbapi_connection
+        if held is not None and getattr(given, "sqlite3_connection", given) is not held:
             handle.forget_detached()  # detach(): the caller keeps it; the next checkout opens anew
             self._generation = -1
-        handle.checkin(lease)
+        self._checkin(lease)
+
+    def _checkout(self, lease: Lease) -> None:
+        """Wait for the handle to grant ``lease`` the connection."""
+        self._handle.checkout(
+            self._timeout,
+            lease,
+            read_only=self._read_only,
+            begin=self._begin,
+            uncommitted=self._uncommitted,
+        )
+
+    def _checkin(self, lease: Lease) -> None:
+        """Give ``lease`` back (rolling back what it left open)."""
+        self._handle.checkin(lease)
 
     def _close_connection(self, connection: Any, *, terminate: bool = False) -> None:
         # The handle owns the connection's lifetime; SQLAlchemy asking a pool to
