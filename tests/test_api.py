@@ -102,7 +102,7 @@ PUBLIC = {
     "OptionConflictError", "OptionError", "Options", "PragmaError", "ReadOnlyError", "SchemaBehindError",
     "SchemaError",
     "StatementBusyError", "StatementDiskFullError", "StatementMovedError", "TinyCortexError",
-    "UnknownRevisionError", "breaker_state", "create_engine", "db_path_for", "invalidate", "with_connection",
+    "UnknownRevisionError", "breaker_state", "create_async_engine", "create_engine", "db_path_for", "invalidate", "with_connection",
 }  # fmt: skip
 
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from .api import breaker_state, create_engine, db_path_for, invalidate, with_connection
+from .api import (
+    breaker_state,
+    create_async_engine,
+    create_engine,
+    db_path_for,
+    invalidate,
+    with_connection,
+)
 from .connection.breaker import BreakerState
 from .errors import (
     CheckoutError,
@@ -62,6 +69,7 @@ __all__ = [
     "TinyCortexError",
     "UnknownRevisionError",
     "breaker_state",
+    "create_async_engine",
     "create_engine",
     "db_path_for",
     "invalidate",

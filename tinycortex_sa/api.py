@@ -6,7 +6,7 @@ import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import registry as _dialects
@@ -17,6 +17,9 @@ from .connection.breaker import BreakerState
 from .connection.lease import Lease, caller_location
 from .errors import OptionError
 from .sqlite import codes
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 # The same dialect the "sqlalchemy.dialects" entry point names, registered directly so that the
 # first create_engine() of a process does not scan every installed distribution's entry points
@@ -40,12 +43,32 @@ def create_engine(workspace: Workspace, **options: Any) -> sa.Engine:
     ``execution_options``, ...); an unknown name or a bad value raises
     :class:`~tinycortex_sa.OptionError`.
     """
+    return _engine(sa.create_engine, workspace, options)
+
+
+def create_async_engine(workspace: Workspace, **options: Any) -> AsyncEngine:
+    """An ``AsyncEngine`` on ``<workspace>/memory_tree/chunks.db``, for SQLAlchemy's asyncio extension.
+
+    The same options, guarantees and errors as :func:`create_engine`, and the
+    same one connection per file, shared with the process's sync engines and
+    :func:`with_connection`.  Its checkouts await their turn and its SQLite
+    calls run off the event loop (docs/async.md).
+    """
+    from sqlalchemy.ext.asyncio import create_async_engine as create
+
+    return _engine(create, workspace, options)
+
+
+E = TypeVar("E")
+
+
+def _engine(create: Callable[..., E], workspace: Workspace, options: dict[str, Any]) -> E:
     opts.parse({k: v for k, v in options.items() if k in opts.NAMES})
     path = db_path_for(workspace)
     url = sa.URL.create("sqlite+tinycortex", database=str(path))
     known = registry.existing_handle(path) is not None
     try:
-        return sa.create_engine(url, **options)
+        return create(url, **options)
     except TypeError as err:
         if "Invalid argument" not in str(err):
             raise

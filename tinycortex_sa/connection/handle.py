@@ -424,6 +424,9 @@ class FileHandle:
         ref = getattr(record, "fairy_ref", None) if record is not None else None
         if ref is not None and ref() is not None:
             return False
+        task = lease.task
+        if task is not None:  # a task's frames are not on its thread's stack while it awaits
+            return lease.active and task.done()
         thread = lease.thread
         if not thread.is_alive():  # its id may belong to a new thread now: nothing of it runs
             return lease.active
