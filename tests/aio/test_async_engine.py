@@ -7,6 +7,7 @@ test, closed at the end, as a service's lifetime would be.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import subprocess
@@ -53,10 +54,8 @@ def _descriptors_on(path: Path) -> int:
     """How many of this process's file descriptors are open on ``path``."""
     n = 0
     for fd in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(FileNotFoundError):  # the descriptor listdir itself used
             n += os.readlink(f"/proc/self/fd/{fd}") == str(path)
-        except FileNotFoundError:  # the descriptor listdir itself used
-            pass
     return n
 
 
