@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sqlite3
 from logging.config import fileConfig
 
 import sqlalchemy as sa
@@ -26,7 +27,7 @@ from tinycortex_sa.connection import registry
 from tinycortex_sa.engine import reflection
 from tinycortex_sa.models import Base
 from tinycortex_sa.options import DEFAULTS, Options
-from tinycortex_sa.schema import progress
+from tinycortex_sa.schema import progress, purge
 from tinycortex_sa.schema import upgrade as migrate
 
 config = context.config
@@ -59,10 +60,30 @@ def _reflect_fk_actions(connection: Connection) -> None:
         dialect.get_foreign_keys = functools.partial(reflection.get_foreign_keys, dialect)  # type: ignore[method-assign]
 
 
+def _settle(connection: Connection, settings: migrate.DataSettings) -> None:
+    """After a transaction of Alembic's own in which revision 0005 moved folders aside: remove them
+    (it committed) or move them back (it failed), by
+    :func:`tinycortex_sa.schema.purge.settle_after_transaction`.  Other commands touch nothing.
+    """
+    if config.attributes.pop(purge.MOVED_KEY, None) is None:
+        return
+    raw = connection.connection.driver_connection
+    if isinstance(raw, sqlite3.Connection):
+        purge.settle_after_transaction(raw, settings.content_root)
+
+
 def run_on(connection: Connection) -> None:
-    """Configure Alembic on ``connection`` and run the requested command."""
+    """Configure Alembic on ``connection`` and run the requested command.
+
+    When the connection was handed in inside a transaction, that transaction
+    is the caller's to commit, and the next open through the library removes
+    the folders revision 0005 moved aside; otherwise Alembic commits its own,
+    and they are removed (or moved back) right after it.  Anything an earlier,
+    interrupted run left aside is left to the next open through the library.
+    """
     _reflect_fk_actions(connection)
     settings = _settings_for(connection)
+    own_transaction = not connection.in_transaction()
     had = migrate.SETTINGS_KEY in config.attributes
     config.attributes[migrate.SETTINGS_KEY] = settings
     try:
@@ -75,8 +96,12 @@ def run_on(connection: Connection) -> None:
             # progress of tinycortex_sa's own upgrades (schema.upgrade.reporting)
             on_version_apply=config.attributes.get(progress.ON_VERSION_APPLY_KEY),
         )
-        with context.begin_transaction():
-            context.run_migrations()
+        try:
+            with context.begin_transaction():
+                context.run_migrations()
+        finally:
+            if own_transaction:
+                _settle(connection, settings)
     finally:
         if not had:
             del config.attributes[migrate.SETTINGS_KEY]

@@ -4,10 +4,17 @@ Runs only while ``PRAGMA user_version < 2`` and sets it to 2 in the same
 transaction.  Deletes, in the contract's order, the summary embeddings and
 reembed-skip rows of global/topic summaries, entity-index rows of those trees,
 the summaries, the trees' buffers, the trees and the ``topic_route`` /
-``digest_daily`` jobs; then, before the marker commits, removes every folder
-under ``<content root>/wiki/summaries`` named ``global*`` or ``topic-*``.  Any
-failure rolls the rows and the marker back, so the next open retries (folders already
-removed stay removed; the retry reaches the same end state).  Cannot be downgraded.
+``digest_daily`` jobs; then, before the marker is set, moves every folder
+directly under ``<content root>/wiki/summaries`` named ``global*`` or
+``topic-*`` (real directories only, never a symbolic link) aside, into a new
+batch folder ``<content root>/wiki/.retired-summaries/0005-<UTC time>-<pid>/``,
+and makes the renames durable (:func:`tinycortex_sa.schema.purge.move_aside`).
+Nothing is deleted before the commit: once the transaction has committed, the
+batch is removed; if it fails, the folders are moved back before the error
+propagates, and an open after a crash does whichever of the two the marker
+calls for (:func:`tinycortex_sa.schema.purge.settle`).  The end state is the
+contract's: rows, folders and marker all purged, or none of them.  Cannot be
+downgraded.
 
 Revision ID: 0005_purge_retired_trees
 Revises: 0004_legacy_embeddings
@@ -16,12 +23,10 @@ Create Date: 2025-11-26
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
-from alembic import op
+from alembic import context, op
 
 from tinycortex_sa.errors import IrreversibleMigrationError
+from tinycortex_sa.schema import purge
 from tinycortex_sa.schema.progress import report
 from tinycortex_sa.schema.upgrade import current_data_settings
 
@@ -46,30 +51,23 @@ DELETES: tuple[str, ...] = (
 )
 
 
-def retired_folders(content_root: Path) -> list[Path]:
-    """Folders directly under ``wiki/summaries`` named ``global*`` or ``topic-*`` (not symlinks)."""
-    summaries = content_root / "wiki" / "summaries"
-    if not summaries.is_dir():
-        return []
-    return sorted(
-        entry
-        for entry in summaries.iterdir()
-        if entry.is_dir()
-        and not entry.is_symlink()
-        and (entry.name.startswith("global") or entry.name.startswith("topic-"))
-    )
-
-
 def upgrade() -> None:
-    """Delete the retired rows and folders, then set user_version 2."""
+    """Delete the retired rows, move the retired folders aside, then set user_version 2.
+
+    Whoever commits the transaction removes the moved-aside folders after the
+    commit (:func:`tinycortex_sa.schema.upgrade.initialise`, ``env.py`` for a
+    transaction of its own); otherwise the next open through the library does.
+    """
     bind = op.get_bind()
-    if int(bind.exec_driver_sql("PRAGMA user_version").scalar() or 0) >= 2:
+    if int(bind.exec_driver_sql("PRAGMA user_version").scalar() or 0) >= purge.PURGED:
         report("retired trees: user_version >= 2, already purged; nothing to do")
         return
     deleted = sum(bind.exec_driver_sql(statement).rowcount for statement in DELETES)
-    folders = retired_folders(current_data_settings().content_root)
-    for folder in folders:
-        shutil.rmtree(folder)
+    content_root = current_data_settings().content_root
+    folders = purge.retired_folders(content_root)
+    batch = purge.move_aside(content_root, folders)
+    if batch is not None:
+        context.config.attributes[purge.MOVED_KEY] = batch
     report("retired trees: deleted %d rows and %d summary folders", deleted, len(folders))
     bind.exec_driver_sql("PRAGMA user_version = 2")
 

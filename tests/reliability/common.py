@@ -53,7 +53,8 @@ class Result:
     """Observations and figures that are not failures."""
     gaps: list[str] = field(default_factory=list)
     """Known failures of a promise that are left as they are, each ending in `` -- <why and the fix>``
-    (docs/reliability.md lists them; a strict xfail test for each fails once it is fixed)."""
+    (docs/reliability.md lists them, with a strict xfail test for each that fails once it is fixed).
+    None is left at present."""
     log_lines: int = 0
     seconds: float = 0.0
     reproduce: str = ""
@@ -246,14 +247,6 @@ def db_state(path: Path) -> dict[str, Any]:
 def content_dir(workspace: Path) -> Path:
     """The default content root of a workspace (chunk and summary bodies)."""
     return workspace / "memory_tree" / "content"
-
-
-#: The one known gap left (docs/reliability.md, "Known gaps"; strict xfail in tests/test_reliability_gaps.py).
-GAP5 = (
-    "migrations/versions/0005: the retired summary folders are removed before the marker commits, as the "
-    "on-disk contract orders; a commit that fails or is killed leaves the DB as before but the folders "
-    "gone, and the next open finishes the purge (known gap 5, docs/reliability.md)"
-)
 
 
 def forget(workspace: Path) -> None:

@@ -13,9 +13,10 @@ Migration: a copy of the legacy fixture is opened by a worker (running the
 automatic upgrade) and killed at a random moment of it.  Afterwards the
 database is, by schema, rows and ``user_version``, either exactly the original
 or exactly the fully migrated reference; then opening it again completes the
-upgrade to the reference, content folders included.  A kill after revision
-0005 removed the retired summary folders but before its commit leaves the
-database as it was and the folders gone (known gap 5: the contract's order).
+upgrade to the reference, content folders included.  Revision 0005 moves the
+retired summary folders aside before its commit and removes them after it: a
+kill in between leaves them aside, never lost (the database as before, or
+migrated), and the next open moves them back or removes them (closed gap 5).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from pathlib import Path
 
 import tinycortex_sa
 from tinycortex_sa import db_path_for
+from tinycortex_sa.schema import purge
 
 from .common import (
-    GAP5,
     TOKEN,
     Context,
     LineReader,
@@ -169,7 +170,8 @@ def migration_trials(ctx: Context, result: Result, trials: int) -> None:
         proc.wait()
     span = max(durations) * 1.5
     outcomes = {"before": 0, "migrated": 0}
-    folders_gone_before = 0
+    retired = [p.name for p in purge.retired_folders(content_dir(original_ws))]
+    aside_before = aside_after = 0
     log = ctx.tmp / "mig.log"
     for t in range(trials):
         ws = copy_fixture("rust-legacy-v0", ctx.tmp / f"mig-{t}")
@@ -186,13 +188,21 @@ def migration_trials(ctx: Context, result: Result, trials: int) -> None:
         result.trials += 1
         finished = "D" in reader.finish()
         state = _state(path)  # plain sqlite3 rolls back a hot journal, as any opener would
+        in_place, aside = _retired_where(ws)
         if state == original:
             outcomes["before"] += 1
-            summaries = ws / "memory_tree" / "content" / "wiki" / "summaries"
-            if not any(p.name.startswith(("global", "topic-")) for p in summaries.iterdir()):
-                folders_gone_before += 1
+            aside_before += bool(aside)
+            if sorted(in_place + aside) != retired:
+                result.problem(
+                    f"migration trial {t}: DB as before, but retired summary folders are missing: "
+                    f"{sorted(set(retired) - set(in_place + aside))} (in place {in_place}, aside {aside})"
+                )
+                result.lost += 1
         elif state == migrated:
             outcomes["migrated"] += 1
+            aside_after += bool(aside)
+            if in_place:
+                result.problem(f"migration trial {t}: purge committed, but {in_place} are still in place")
         else:
             diff = [k for k in original if state[k] != original[k] and state[k] != migrated[k]]
             result.problem(f"migration trial {t}: neither original nor migrated (differs in {diff})")
@@ -222,13 +232,21 @@ def migration_trials(ctx: Context, result: Result, trials: int) -> None:
         f"migration kills within {span * 1000:.0f} ms of the open: {outcomes['before']} left the DB exactly "
         f"as before, {outcomes['migrated']} fully migrated, 0 in between"
     )
-    if folders_gone_before:
-        result.gaps.append(
-            f"{folders_gone_before} of {trials} migration kill(s) landed after revision 0005 removed the "
-            "retired summary folders but before its commit: DB exactly as before, folders already gone; "
-            f"re-opening reached the migrated reference (DB and content folders) every time -- {GAP5}"
-        )
+    result.notes.append(
+        f"{aside_before} migration kill(s) came after revision 0005 moved the retired summary folders "
+        f"aside but before its commit (DB as before, every folder aside) and {aside_after} after its "
+        "commit but before their removal; re-opening moved them back and purged again, or removed them"
+    )
     check_logs(result, log.read_text().splitlines() if log.exists() else [])
+
+
+def _retired_where(ws: Path) -> tuple[list[str], list[str]]:
+    """The retired summary folders still under ``wiki/summaries``, and those moved aside by 0005."""
+    root = content_dir(ws)
+    in_place = [p.name for p in purge.retired_folders(root)]
+    holding = purge.aside_dir(root)
+    aside = [p.name for batch in holding.iterdir() for p in batch.iterdir()] if holding.is_dir() else []
+    return in_place, sorted(aside)
 
 
 def run(ctx: Context) -> Result:

@@ -46,6 +46,14 @@ REVIEWED: dict[tuple[str, str], str] = {
         "tinycortex_sa/engine/dialect.py",
         "_BEGIN_SQL[mode]",
     ): "a dict built from BEGIN_MODES (fixed); every mode passes _begin_mode() or is a handle constant",
+    (
+        "tinycortex_sa/engine/aio.py",
+        "statement",
+    ): "the async cursor's execute(): SQLAlchemy's compiled statement, parameters bound",
+    (
+        "tinycortex_sa/engine/aio.py",
+        "begin",
+    ): "the pending BEGIN: only ever a value of dialect._BEGIN_SQL (do_begin), else None",
 }
 
 

@@ -337,6 +337,36 @@ def badenv(a: dict[str, Any]) -> None:
     report(outcome)
 
 
+def purgekill(a: dict[str, Any]) -> None:
+    """Open a legacy workspace (its upgrade runs) and die by SIGKILL at one point of revision 0005.
+
+    ``at="moved"``: right after the retired summary folders were moved aside,
+    before the marker is set and the transaction commits.  ``at="committed"``:
+    after the commit, where the moved-aside folders would be removed.  Prints
+    ``{"dying": at}`` first.
+    """
+    from tinycortex_sa.schema import purge
+
+    def die(*args: Any) -> None:
+        report({"dying": a["at"]})
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if a["at"] == "committed":
+        purge.remove_aside = die
+    elif a["at"] == "moved":
+        move_aside = purge.move_aside
+
+        def move_then_die(*args: Any, **kwargs: Any) -> Any:
+            move_aside(*args, **kwargs)
+            die()
+
+        purge.move_aside = move_then_die
+    else:
+        raise ValueError(f"unknown point {a['at']!r}")
+    tinycortex_sa.with_connection(a["ws"], lambda c: c.execute("SELECT 1").fetchone())
+    report({"dying": None})
+
+
 def files_state(directory: str) -> dict[str, list[Any]]:
     """The files directly in ``directory``: name -> [mode, sha256] (as tree_state of common.py)."""
     import hashlib
@@ -471,6 +501,7 @@ ROLES = {
         opener,
         stayer,
         badenv,
+        purgekill,
         coreader,
         cowriter,
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.script import ScriptDirectory
 from helpers import (
@@ -31,7 +32,7 @@ import tinycortex_sa
 from tinycortex_sa.connection import registry
 from tinycortex_sa.errors import IrreversibleMigrationError, SchemaBehindError, UnknownRevisionError
 from tinycortex_sa.options import DEFAULTS
-from tinycortex_sa.schema import upgrade
+from tinycortex_sa.schema import purge, upgrade
 from tinycortex_sa.schema.version import HEAD, REVISIONS
 
 SUMMARY_FOLDERS = ["global", "global-2025", "source-slack-C000", "topic-ml", "topic-rust", "topical-notes"]
@@ -121,23 +122,104 @@ def test_unknown_revision_is_refused_and_left_untouched(workspace: Path, auto_mi
     assert file_digest(db_file(workspace)) == before
 
 
+def _failing_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the upgrade transaction's COMMIT fail (as a full disk would), after revision 0005 ran."""
+    real = upgrade.borrowed_engine
+
+    def failing(conn: sqlite3.Connection) -> sa.Engine:
+        engine = real(conn)
+
+        @sa.event.listens_for(engine, "commit")
+        def refuse(connection: sa.Connection) -> None:
+            raise sqlite3.OperationalError("injected failure at the commit")
+
+        return engine
+
+    monkeypatch.setattr(upgrade, "borrowed_engine", failing)
+
+
 def test_failure_at_the_end_of_the_last_revision_rolls_everything_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = copy_fixture("rust-legacy-v0", tmp_path / "ws")
     before = file_digest(db_file(ws))
-
-    def refuse(path: object, *args: object, **kwargs: object) -> None:
-        raise PermissionError(f"injected failure removing {path}")
-
-    monkeypatch.setattr("shutil.rmtree", refuse)
-    _fails_to_open(ws, "injected failure")
+    _failing_commit(monkeypatch)
+    _fails_to_open(ws, "injected failure at the commit")
     assert file_digest(db_file(ws)) == before  # schema, data, alembic_version and user_version
-    assert _folders(ws) == SUMMARY_FOLDERS
+    assert _folders(ws) == SUMMARY_FOLDERS  # moved aside by 0005, moved back after the failed commit
+    assert not (ws / "memory_tree" / "content" / "wiki" / purge.ASIDE_DIR).exists()
 
     monkeypatch.undo()  # the next open retries, and succeeds
     open_workspace(ws)
     assert (alembic_revision(ws), user_version(ws)) == (HEAD, 2)
+    assert _folders(ws) == ["source-slack-C000", "topical-notes"]
+    assert sorted(p.name for p in (ws / "memory_tree" / "content" / "wiki").iterdir()) == ["summaries"]
+
+
+def test_retired_folders_are_removed_only_after_the_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    ws = copy_fixture("rust-legacy-v0", tmp_path / "ws")
+    wiki = ws / "memory_tree" / "content" / "wiki"
+    seen: list[tuple[int, list[str]]] = []
+
+    def refuse(batch: Path) -> None:  # the removal, after the commit: what does the database say then?
+        seen.append((user_version(ws), sorted(p.name for p in batch.iterdir())))
+        raise PermissionError(f"injected failure removing {batch}")
+
+    monkeypatch.setattr(purge, "remove_aside", refuse)
+    with caplog.at_level(logging.WARNING, logger="tinycortex_sa"):
+        open_workspace(ws)  # a removal that fails does not fail the open: the purge has committed
+    assert seen == [(2, ["global", "global-2025", "topic-ml", "topic-rust"])]
+    assert (alembic_revision(ws), user_version(ws)) == (HEAD, 2)
+    assert _folders(ws) == ["source-slack-C000", "topical-notes"]
+    assert any(
+        "could not remove" in r.getMessage() and "the next open" in r.getMessage() for r in caplog.records
+    )
+    assert (wiki / purge.ASIDE_DIR).is_dir()
+
+    monkeypatch.undo()  # the next open removes what is still aside
+    open_workspace(ws)
+    assert sorted(p.name for p in wiki.iterdir()) == ["summaries"]
+    assert _folders(ws) == ["source-slack-C000", "topical-notes"]
+
+
+def test_symbolic_links_under_summaries_are_never_moved_or_followed(tmp_path: Path) -> None:
+    ws = copy_fixture("rust-legacy-v0", tmp_path / "ws")
+    outside = tmp_path / "outside"
+    (outside / "kept").mkdir(parents=True)
+    (outside / "kept" / "index.md").write_text("not the library's")
+    summaries = ws / "memory_tree" / "content" / "wiki" / "summaries"
+    (summaries / "topic-link").symlink_to(outside / "kept", target_is_directory=True)
+    (summaries / "global-file").write_text("a file, not a folder")
+    open_workspace(ws)
+    assert user_version(ws) == 2
+    assert _folders(ws) == ["global-file", "source-slack-C000", "topic-link", "topical-notes"]
+    assert (summaries / "topic-link").is_symlink()
+    assert (outside / "kept" / "index.md").read_text() == "not the library's"
+
+
+def test_a_file_where_the_holding_folder_goes_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    ws = copy_fixture("rust-legacy-v0", tmp_path / "ws")
+    (ws / "memory_tree" / "content" / "wiki" / purge.ASIDE_DIR).write_text("someone else's")
+    before = file_digest(db_file(ws))
+    _fails_to_open(ws, r"\.retired-summaries exists and is not a directory.*move it away")
+    assert file_digest(db_file(ws)) == before
+    assert _folders(ws) == SUMMARY_FOLDERS
+    assert (ws / "memory_tree" / "content" / "wiki" / purge.ASIDE_DIR).read_text() == "someone else's"
+
+
+def test_alembic_upgrade_on_its_own_removes_the_folders_after_its_commit(tmp_path: Path) -> None:
+    ws = copy_fixture("rust-legacy-v0", tmp_path / "ws")
+    config = upgrade.alembic_config()
+    config.cmd_opts = type("Opts", (), {"x": [f"workspace={ws}"]})()  # as `alembic -x workspace=...`
+    try:
+        command.upgrade(config, "head")
+    finally:
+        tinycortex_sa.invalidate(ws)
+    assert (alembic_revision(ws), user_version(ws)) == (HEAD, 2)
+    assert _folders(ws) == ["source-slack-C000", "topical-notes"]
+    assert sorted(p.name for p in (ws / "memory_tree" / "content" / "wiki").iterdir()) == ["summaries"]
 
 
 def test_failure_in_the_middle_of_a_revision_leaves_alembic_version_as_it_was(tmp_path: Path) -> None:

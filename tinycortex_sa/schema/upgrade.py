@@ -9,7 +9,10 @@ upgrade (the CLI's progress line) passes a callback to
 :func:`.progress.reporting`.  The upgrade runs inside one
 ``BEGIN IMMEDIATE`` transaction on the database itself, which is also the lock
 between processes: a second process opening the same new workspace waits for
-the first, re-reads the version under the lock and finds it at head.
+the first, re-reads the version under the lock and finds it at head.  Around
+it, :mod:`.purge` settles the retired summary folders revision 0005 moves
+aside: on every first open (one ``lstat`` when nothing is aside) and right
+after the upgrade transaction commits or fails.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ForeignDatabaseError, SchemaBehindError, UnknownRevisionError
 from ..options import DEFAULTS, Options, parse, resolve
-from . import progress
+from . import progress, purge
 from .version import CHUNK_TABLES, HEAD, REVISIONS, RUST_STORE_TABLES
 
 if TYPE_CHECKING:
@@ -65,8 +68,13 @@ def data_settings(options: Options, db_path: Path, x_args: Mapping[str, str] | N
     """
     given = {name: value for name, value in (x_args or {}).items() if name in DATA_OPTIONS}
     resolved = resolve(parse(given), options)
-    root = resolved.content_root if resolved.content_root is not None else db_path.parent / "content"
-    return DataSettings(resolved.embedding_model, resolved.embedding_dim, Path(root))
+    return DataSettings(resolved.embedding_model, resolved.embedding_dim, content_root(resolved, db_path))
+
+
+def content_root(options: Options, db_path: Path) -> Path:
+    """``options.content_root``, else ``<workspace>/memory_tree/content`` (beside ``db_path``)."""
+    root = options.content_root
+    return Path(root) if root is not None else db_path.parent / "content"
 
 
 def database_path(connection: Connection) -> Path:
@@ -196,11 +204,18 @@ def initialise(
     behind head when ``options.auto_migrate`` is off.  ``alembic_lock`` is
     held around the Alembic run (the connection core passes its process-wide
     one).
+
+    Before anything else (in both modes, for a known revision), retired summary
+    folders that an interrupted upgrade left moved aside are removed if its
+    purge committed, or moved back if it did not (:func:`.purge.settle`: one
+    ``lstat`` when nothing is aside).
     """
     revisions = read_revisions(conn)
+    if revisions != (HEAD,):
+        _check_known(revisions, db_path)
+    purge.settle(conn, content_root(options, db_path))
     if revisions == (HEAD,):
         return
-    _check_known(revisions, db_path)
     if not options.auto_migrate:
         raise _behind(revisions, db_path)
     _upgrade_locked(conn, db_path, options, alembic_lock or contextlib.nullcontext())
@@ -237,32 +252,24 @@ def _upgrade_locked(
     options: Options,
     alembic_lock: contextlib.AbstractContextManager[Any],
 ) -> None:
-    """Upgrade to head in one ``BEGIN IMMEDIATE`` transaction, re-checking under that lock."""
-    from alembic import command
+    """Upgrade to head in one ``BEGIN IMMEDIATE`` transaction, re-checking under that lock.
+
+    Right after the transaction, :func:`.purge.settle_after_transaction`
+    removes the retired summary folders revision 0005 moved aside (it
+    committed) or moves them back (it failed) before the error propagates.
+    """
     from sqlalchemy.exc import DBAPIError
 
+    settings = data_settings(options, db_path)
     engine = borrowed_engine(conn)
     try:
-        with engine.begin() as connection:
-            present = connection.exec_driver_sql(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
-            ).scalar()
-            revisions: tuple[str, ...] | None = None
-            if present:
-                rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
-                revisions = tuple(str(row[0]) for row in rows)
-            if revisions == (HEAD,):
-                log.debug("%s: another process brought the chunk DB to %s first", db_path, HEAD)
-                return
-            _check_known(revisions, db_path)
-            log.info("%s: upgrading the chunk DB from %s to %s", db_path, _describe(revisions), HEAD)
-            config = alembic_config(
-                connection=connection,
-                **{OPTIONS_KEY: options, SETTINGS_KEY: data_settings(options, db_path)},
-            )
-            progress.attach(config, revisions)
-            with alembic_lock:
-                command.upgrade(config, "head")
+        try:
+            _upgrade_in_transaction(engine, db_path, options, settings, alembic_lock)
+        except BaseException:
+            _roll_back(conn, db_path)  # a failed COMMIT may leave the transaction open
+            purge.settle_after_transaction(conn, settings.content_root)  # moves them back
+            raise
+        purge.settle_after_transaction(conn, settings.content_root)  # removes them
     except DBAPIError as err:
         # hand SQLite's own error to the connection core, which tells busy, I/O and corrupt apart
         if not isinstance(err.orig, sqlite3.Error):
@@ -271,3 +278,42 @@ def _upgrade_locked(
         raise err.orig from None
     finally:
         engine.dispose()
+
+
+def _roll_back(conn: sqlite3.Connection, db_path: Path) -> None:
+    """Roll back the failed upgrade transaction if SQLite still has it open (its own error propagates)."""
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as err:
+        log.warning("%s: rolling back the failed upgrade failed too (%s)", db_path, err)
+
+
+def _upgrade_in_transaction(
+    engine: sa.Engine,
+    db_path: Path,
+    options: Options,
+    settings: DataSettings,
+    alembic_lock: contextlib.AbstractContextManager[Any],
+) -> None:
+    """The upgrade transaction itself: re-read the revision under the lock, run Alembic, commit."""
+    from alembic import command
+
+    with engine.begin() as connection:
+        present = connection.exec_driver_sql(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+        ).scalar()
+        revisions: tuple[str, ...] | None = None
+        if present:
+            rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
+            revisions = tuple(str(row[0]) for row in rows)
+        if revisions == (HEAD,):
+            log.debug("%s: another process brought the chunk DB to %s first", db_path, HEAD)
+            return
+        _check_known(revisions, db_path)
+        log.info("%s: upgrading the chunk DB from %s to %s", db_path, _describe(revisions), HEAD)
+        config = alembic_config(connection=connection, **{OPTIONS_KEY: options, SETTINGS_KEY: settings})
+        progress.attach(config, revisions)
+        with alembic_lock:
+            command.upgrade(config, "head")
