@@ -100,9 +100,10 @@ PUBLIC = {
     "DatabaseBusyError", "DatabaseMovedError", "DiskFullError", "ForeignDatabaseError", "ForkedInUseError",
     "IrreversibleMigrationError", "JournalModeBusyError", "NestedCheckoutError", "NotAFileError", "OpenError",
     "OptionConflictError", "OptionError", "Options", "PragmaError", "ReadOnlyError", "SchemaBehindError",
-    "SchemaError",
+    "SchemaDamagedError", "SchemaError",
     "StatementBusyError", "StatementDiskFullError", "StatementMovedError", "TinyCortexError",
-    "UnknownRevisionError", "breaker_state", "create_async_engine", "create_engine", "db_path_for", "invalidate", "with_connection",
+    "UnknownRevisionError", "breaker_state", "create_async_engine", "create_engine", "db_path_for",
+    "invalidate", "with_connection",
 }  # fmt: skip
 
 

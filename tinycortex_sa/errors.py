@@ -121,6 +121,10 @@ class ForeignDatabaseError(SchemaError):
     """The file is another application's SQLite database (tables, none of the chunk DB's): left as it was."""
 
 
+class SchemaDamagedError(SchemaError):
+    """Stamped at head but chunk-DB tables are missing: damage, found at open; the file is left as it was."""
+
+
 class UnknownRevisionError(SchemaError):
     """The database is stamped with a revision this version does not know (newer code wrote it)."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 from helpers import copy_fixture, db_file, file_digest
 
 import tinycortex_sa
-from tinycortex_sa import DiskFullError, NotAFileError, OpenError, OptionError
+from tinycortex_sa import DiskFullError, NotAFileError, OpenError, OptionError, SchemaDamagedError
 from tinycortex_sa.sqlite import files
 
 pytestmark = pytest.mark.timeout(60)
@@ -229,3 +230,22 @@ def test_a_character_device_like_dev_null_leaves_no_journal(tmp_path: Path) -> N
         tinycortex_sa.with_connection(tmp_path / "ws", lambda c: None)
     assert isinstance(refused.value, OpenError) and "full" not in str(refused.value)
     assert sorted(p.name for p in path.parent.iterdir()) == ["chunks.db"]
+
+
+def test_a_database_at_head_with_a_table_missing_is_schema_damage_found_at_open(tmp_path: Path) -> None:
+    ws = copy_fixture("rust-0.1.1-populated", tmp_path / "ws")
+    tinycortex_sa.with_connection(ws, lambda c: None)  # at head
+    tinycortex_sa.invalidate(ws)
+    conn = sqlite3.connect(db_file(ws))
+    conn.execute("DROP TABLE mem_tree_jobs")
+    conn.commit()
+    conn.close()
+    digest = file_digest(db_file(ws))
+    engine = tinycortex_sa.create_engine(ws)
+    damaged = pytest.raises(SchemaDamagedError, match="mem_tree_jobs are missing")
+    with damaged as refused, engine.connect() as connection:
+        connection.execute(sa.text("SELECT count(*) FROM mem_tree_jobs"))
+    engine.dispose()
+    assert isinstance(refused.value, tinycortex_sa.SchemaError) and str(db_file(ws)) in str(refused.value)
+    assert "recover" in str(refused.value) and "backup" in str(refused.value)
+    assert file_digest(db_file(ws)) == digest

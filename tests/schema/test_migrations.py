@@ -65,7 +65,8 @@ def test_schema_version_constants_match_the_script_directory() -> None:
     assert tuple(rev.revision for rev in reversed(list(script.walk_revisions()))) == REVISIONS
 
 
-def test_fast_path_is_one_query(workspace: Path) -> None:
+def test_fast_path_is_two_small_queries(workspace: Path) -> None:
+    """At head: the revision, and the table names (a missing chunk-DB table is damage, refused at open)."""
     open_workspace(workspace)
     conn = sqlite3.connect(db_file(workspace), isolation_level=None)
     statements: list[str] = []
@@ -74,7 +75,10 @@ def test_fast_path_is_one_query(workspace: Path) -> None:
         registry.initialise(conn, db_file(workspace), DEFAULTS)
     finally:
         conn.close()
-    assert statements == ["SELECT version_num FROM alembic_version"]
+    assert statements == [
+        "SELECT version_num FROM alembic_version",
+        "SELECT name FROM sqlite_master WHERE type = 'table'",
+    ]
 
 
 def test_fast_path_loads_neither_alembic_nor_revisions(workspace: Path) -> None:

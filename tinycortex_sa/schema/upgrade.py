@@ -2,9 +2,10 @@
 
 The connection core calls :func:`initialise` once per newly opened DBAPI
 connection, under the per-file lock and after the pragmas.  A database already
-at head costs one query (``alembic_version`` compared with
-:data:`~tinycortex_sa.schema.version.HEAD`); Alembic and the revision files are
-imported only when something has to change.  Whoever wants to follow an
+at head costs two small queries (``alembic_version`` compared with
+:data:`~tinycortex_sa.schema.version.HEAD`, and the table names: a chunk-DB
+table missing at head is :class:`SchemaDamagedError`, before any statement);
+Alembic and the revision files are imported only when something has to change.  Whoever wants to follow an
 upgrade (the CLI's progress line) passes a callback to
 :func:`.progress.reporting`.  The upgrade runs inside one
 ``BEGIN IMMEDIATE`` transaction on the database itself, which is also the lock
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ForeignDatabaseError, SchemaBehindError, UnknownRevisionError
+from ..errors import ForeignDatabaseError, SchemaBehindError, SchemaDamagedError, UnknownRevisionError
 from ..options import DEFAULTS, Options, parse, resolve
 from . import progress, purge
 from .version import CHUNK_TABLES, HEAD, REVISIONS, RUST_STORE_TABLES
@@ -179,6 +180,23 @@ def _check_known(revisions: tuple[str, ...] | None, db_path: Path) -> None:
     )
 
 
+def _check_tables(conn: sqlite3.Connection, db_path: Path) -> None:
+    """At head, every chunk-DB table must be there: a missing one is damage, refused before any statement."""
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    missing = CHUNK_TABLES - {str(row[0]) for row in rows}
+    if not missing:
+        return
+    workspace = db_path.parent.parent
+    raise SchemaDamagedError(
+        f"{db_path} is stamped at {HEAD}, but its table(s) {', '.join(sorted(missing))} are missing: the "
+        "schema was damaged (a table dropped by hand, an incomplete copy or restore). Nothing was changed. "
+        "Restore the file from a backup, or keep it aside and start an empty database with "
+        f"`tinycortex-sa recover {workspace} --force`.",
+        path=db_path,
+        revision=HEAD,
+    )
+
+
 def _behind(revisions: tuple[str, ...] | None, db_path: Path) -> SchemaBehindError:
     workspace = db_path.parent.parent
     return SchemaBehindError(
@@ -215,6 +233,7 @@ def initialise(
         _check_known(revisions, db_path)
     purge.settle(conn, content_root(options, db_path))
     if revisions == (HEAD,):
+        _check_tables(conn, db_path)
         return
     if not options.auto_migrate:
         raise _behind(revisions, db_path)
