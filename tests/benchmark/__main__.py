@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from . import cold, reads, threads, webapp, writes
+from . import aio, cold, reads, threads, webapp, writes
 from .core import FULL, QUICK, Row, Settings, fill_ratios, new_workspace
 from .report import judge, machine_info, render_markdown, render_text
 
@@ -42,6 +42,7 @@ def run(settings: Settings, root: Path, log: Callable[[str], None]) -> list[Row]
         ("cold start", lambda: cold.run_cold(root, reads_ws, settings)),
         ("scale", lambda: cold.run_scale(root, template, settings)),
         ("web app", lambda: webapp.run(root, settings)),
+        ("asyncio", lambda: aio.run(root, reads_ws, settings)),
     ]
     rows: list[Row] = []
     for name, section in sections:

@@ -70,6 +70,16 @@ TARGETS: tuple[Target, ...] = (
     Target(11, "FastAPI sync app, Session per request through Depends + yield: time per request within "
            "1.1x the same app opening its Session in the endpoint",
            "fastapi_depends", "fastapi_endpoint", 1.1),
+    Target(12, "async engine: connect() + execute + close ≤ 1.0x sqlite+aiosqlite doing the same work",
+           "aio_connect", "aiosqlite_connect", 1.0),
+    Target(12, "async engine: AsyncSession.get ≤ 1.0x sqlite+aiosqlite doing the same work",
+           "aio_session", "aiosqlite_session", 1.0),
+    Target(12, "event-loop lag while 100 tasks wait for the connection: p99 ≤ 5 ms",
+           "aio_lag_p99", "aio_lag_budget_p99", 1.0),
+    Target(12, "event-loop lag while 100 tasks wait for the connection: max ≤ 50 ms",
+           "aio_lag_max", "aio_lag_budget_max", 1.0),
+    Target(12, "200 concurrent tasks: time per task ≤ 1.0x asyncio.to_thread around a sync Session",
+           "aio_tasks", "to_thread_tasks", 1.0),
 )  # fmt: skip
 
 

@@ -45,11 +45,10 @@ _Result = tuple[Any, list[Any], int, int | None]
 
 async def _on_worker(handle: FileHandle, conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` on the handle's worker; a cancelled caller interrupts what it was waiting for."""
-    future = handle.worker.run(fn, *args)
     try:
-        return await asyncio.shield(future)
+        return await handle.worker.run(fn, *args)
     except asyncio.CancelledError:
-        if not future.done():
+        if not handle.worker.idle:
             conn.interrupt()  # the statement stops at its next step; nothing it did is acknowledged
         raise
 
