@@ -39,6 +39,9 @@ EXPECTED_ROWS = {
     "first_raw", "first_with_connection", "first_engine", "first_sa_recipe", "create_raw",
     "create_with_connection",
     "scale_raw", "scale_with_connection", "scale_engine",
+    # asyncio
+    "aio_connect", "aiosqlite_connect", "aio_session", "aiosqlite_session",
+    "aio_lag_p99", "aio_lag_budget_p99", "aio_lag_max", "aio_lag_budget_max", "aio_tasks", "to_thread_tasks",
 }  # fmt: skip
 
 
@@ -57,7 +60,7 @@ def test_quick_run_produces_every_row_and_target(tmp_path: Path) -> None:
         assert math.isfinite(row["us"]) and row["us"] > 0, row
         assert math.isfinite(row["ratio"]), row
         assert row["label"] in done.stdout  # printed in the table
-    assert [t["item"] for t in result["targets"]] == [3, 4, 5, 6, 6, 7, 7, 8, 9, 9, 10, 11]
+    assert [t["item"] for t in result["targets"]] == [3, 4, 5, 6, 6, 7, 7, 8, 9, 9, 10, 11, 12, 12, 12, 12, 12]
     assert all(math.isfinite(t["ratio"]) for t in result["targets"])
     assert "Targets" in done.stdout
     page = docs.read_text()
