@@ -29,6 +29,7 @@ SCENARIOS: dict[str, str] = {
     "bad-input": "s7_bad_input",
     "security": "s8_security",
     "coexistence": "s9_coexistence",
+    "not-ours": "s10_not_ours",
 }
 
 
