@@ -472,3 +472,30 @@ def test_a_forked_child_uses_its_own_connection_through_an_async_engine(tmp_path
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert asyncio.run(write("parent-again")) == 3
+
+
+def test_a_session_left_open_by_an_event_loop_shutting_down_is_reclaimed(tmp_path: Path) -> None:
+    """A request cancelled as its server stops (uvicorn's --timeout-graceful-shutdown): the loop's end
+    cancels SQLAlchemy's close task before it ever runs, so nothing gives the connection back. Its task
+    is done and its loop closed: the next caller reclaims it and its transaction is rolled back."""
+    ws = tmp_path / "ws"
+
+    async def main() -> None:
+        engine = tinycortex_sa.create_async_engine(ws)
+
+        async def request() -> None:
+            async with AsyncSession(engine) as session:
+                session.add(new_chunk("cancelled", "never committed"))
+                await session.flush()
+                await asyncio.sleep(60)
+
+        task = asyncio.create_task(request())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        await engine.dispose()  # the lifespan's shutdown, before the cancelled request has finished
+
+    asyncio.run(main())
+    start = time.monotonic()
+    with tinycortex_sa.create_engine(ws, checkout_timeout=5).connect() as conn:
+        rows = conn.execute(sa.text("SELECT count(*) FROM mem_tree_chunks")).scalar_one()
+    assert rows == 0 and time.monotonic() - start < 2.0

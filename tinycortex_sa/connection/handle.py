@@ -49,6 +49,7 @@ import asyncio
 import contextlib
 import contextvars
 import gc
+import os
 import sqlite3
 import sys
 import threading
@@ -65,6 +66,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..errors import (
     CheckoutTimeoutError,
     DatabaseBusyError,
+    DatabaseNotFoundError,
     ForkedInUseError,
     NestedCheckoutError,
     OptionConflictError,
@@ -223,6 +225,20 @@ class FileHandle:
             self._query_only = self._uncommitted = False
         self._for_checkout(conn, read_only, begin, uncommitted)
         return conn
+
+    def refuse_missing(self) -> None:
+        """For ``create=False`` callers: the database must exist already (nothing is created).
+
+        Only asked while no connection is open: an open connection is to a file that exists.
+        """
+        if self.conn is None and not os.path.lexists(self.path):
+            workspace = self.path.parent.parent
+            raise DatabaseNotFoundError(
+                f"{self.path} does not exist and create=False, so nothing was created: check the "
+                f"workspace path ({workspace}). To create a new chunk DB there, leave create out "
+                "(it defaults to true).",
+                path=self.path,
+            )
 
     def _before_take(self, lease: Lease) -> None:
         """Refuse at once what waiting cannot cure: a forked child, a nested checkout, an open breaker."""
@@ -389,9 +405,10 @@ class FileHandle:
             return
         if self._orphaned(holder):
             self.checkin(holder)
-        elif not holder.user_thread.is_alive():
-            # a Session leaked by a thread that has ended: unreachable, its connection comes back when
-            # the garbage collector finalises it (SQLAlchemy returns it)
+        elif not holder.user_thread.is_alive() or (holder.task is not None and holder.task.done()):
+            # a Session leaked by a thread (or task) that has ended: unreachable, its connection comes
+            # back when the garbage collector finalises it (SQLAlchemy returns it).  A task ends so when
+            # an event loop shutting down cancels SQLAlchemy's close task before it ever ran
             self._collected(holder)
 
     def _collected(self, lease: Lease, again: bool = False) -> bool:
@@ -422,11 +439,14 @@ class FileHandle:
             return False
         record = lease.record
         ref = getattr(record, "fairy_ref", None) if record is not None else None
-        if ref is not None and ref() is not None:
-            return False
+        alive = ref is not None and ref() is not None
         task = lease.task
         if task is not None:  # a task's frames are not on its thread's stack while it awaits
-            return lease.active and task.done()
+            # ended, and its connection object gone or left behind on a closed event loop (a loop
+            # shutting down cancels SQLAlchemy's close task before it runs: nothing can return it)
+            return lease.active and task.done() and (not alive or task.get_loop().is_closed())
+        if alive:
+            return False
         thread = lease.thread
         if not thread.is_alive():  # its id may belong to a new thread now: nothing of it runs
             return lease.active

@@ -53,6 +53,32 @@ async def _on_worker(handle: FileHandle, conn: sqlite3.Connection, fn: Callable[
         raise
 
 
+async def _to_the_end(future: asyncio.Future[T]) -> T:
+    """Await a clean-up call (a rollback, a checkin) to its end, even through cancellation.
+
+    A task cancelled while its session closes (an event loop shutting down
+    cancels every task left, including SQLAlchemy's own close tasks) must not
+    stop between the rollback and the checkin: SQLAlchemy skips the checkin
+    when the rollback raises, and the connection would stay held.  So the
+    cancellation waits: the call runs to its end, the clean-up goes on, and the
+    task is cancelled again to be delivered at its next ``await``.
+    """
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(future)
+            break
+        except asyncio.CancelledError:
+            if future.cancelled():
+                raise
+            cancelled = True
+    if cancelled:
+        task = asyncio.current_task()
+        if task is not None:
+            task.cancel()
+    return result
+
+
 class AsyncAdaptedCursor:
     """A DBAPI cursor whose statements run on the worker thread, rows fetched there in full."""
 
@@ -186,7 +212,10 @@ class AsyncAdaptedConnection(AdaptedConnection):
     def _end(self, commit: bool) -> None:
         self._pending_begin = None  # nothing ran: there is nothing to end
         if self.sqlite3_connection.in_transaction or not self._handle.worker.idle:
-            self.run(_finish, self.sqlite3_connection, commit)
+            if commit:
+                self.run(_finish, self.sqlite3_connection, True)
+            else:  # a rollback is clean-up: it runs to its end, also when the task is cancelled again
+                await_only(_to_the_end(self._handle.worker.run(_finish, self.sqlite3_connection, False)))
 
     def close(self) -> None:
         """The handle owns the connection's lifetime (see the pool's ``_close_connection``)."""
@@ -212,11 +241,7 @@ class TinyCortexAsyncPool(TinyCortexPool):
         if in_greenlet() and conn is not None and (conn.in_transaction or not handle.worker.idle):
             # after the holder's last statement, which may still run on the worker (it was cancelled)
             future = handle.worker.run(handle.checkin, lease)
-            try:
-                await_only(asyncio.shield(future))
-            except BaseException:
-                handle.checkin(lease)  # cancelled again: the worker's checkin finds nothing to do
-                raise
+            await_only(_to_the_end(future))
             return
         handle.checkin(lease)  # nothing open (or garbage collection, with no loop to await on)
 
