@@ -97,7 +97,9 @@ def test_every_library_error_is_a_tinycortex_error() -> None:
 #: The public names of ``tinycortex_sa``: a change here is a change of the public API.
 PUBLIC = {
     "BreakerState", "CheckoutError", "CheckoutTimeoutError", "CircuitOpenError", "CorruptDatabaseError",
-    "DatabaseBusyError", "DatabaseMovedError", "DiskFullError", "ForeignDatabaseError", "ForkedInUseError",
+    "DatabaseBusyError", "DatabaseMovedError", "DatabaseNotFoundError", "DiskFullError",
+    "ForeignDatabaseError",
+    "ForkedInUseError",
     "IrreversibleMigrationError", "JournalModeBusyError", "NestedCheckoutError", "NotAFileError", "OpenError",
     "OptionConflictError", "OptionError", "Options", "PragmaError", "ReadOnlyError", "SchemaBehindError",
     "SchemaDamagedError", "SchemaError",

@@ -90,6 +90,8 @@ def with_connection(workspace: Workspace, fn: Callable[[sqlite3.Connection], T],
     """
     explicit = opts.parse(options) if options else {}
     handle = registry.handle_for_workspace(workspace, explicit)
+    if explicit.get("create") is False:
+        handle.refuse_missing()
     lease = Lease(caller_location() if explicit.get("trace_checkouts") else None)
     lease.owned_by(sys._getframe())  # released by the finally below, or reclaimed if that never runs
     try:

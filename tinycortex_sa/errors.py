@@ -75,6 +75,10 @@ class DatabaseBusyError(OpenError):
     """Another process holds the database; retrying later is expected to work."""
 
 
+class DatabaseNotFoundError(OpenError):
+    """``create=False`` and the database (or its workspace) does not exist: nothing was created."""
+
+
 class DiskFullError(OpenError):
     """A write failed because the disk is full or a file-size limit was reached."""
 

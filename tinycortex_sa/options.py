@@ -46,12 +46,14 @@ class Options:
     """Transactions begin DEFERRED and ``PRAGMA query_only`` refuses writes (never takes the write lock)."""
     trace_checkouts: bool = False
     """Record where each checkout was made, so a checkout timeout can name the holder's file and line."""
+    create: bool = True
+    """Create the workspace and the database if missing (the Rust core's behaviour); False: refuse."""
 
 
 DEFAULTS = Options()
 
 #: Options that describe the engine's caller rather than the shared file.
-ENGINE_SCOPED = frozenset({"checkout_timeout", "read_only", "trace_checkouts"})
+ENGINE_SCOPED = frozenset({"checkout_timeout", "read_only", "trace_checkouts", "create"})
 #: Options fixed by the first caller for a file (see docs/options.md).
 FILE_SCOPED = frozenset(f.name for f in dataclasses.fields(Options)) - ENGINE_SCOPED
 
@@ -137,6 +139,7 @@ _CONVERTERS: dict[str, Callable[[str, object], Any]] = {
     "embedding_dim": lambda n, v: _int(n, v, 1, MAX_EMBEDDING_DIM),
     "read_only": _bool,
     "trace_checkouts": _bool,
+    "create": _bool,
 }
 
 

@@ -60,7 +60,25 @@ def test_quick_run_produces_every_row_and_target(tmp_path: Path) -> None:
         assert math.isfinite(row["us"]) and row["us"] > 0, row
         assert math.isfinite(row["ratio"]), row
         assert row["label"] in done.stdout  # printed in the table
-    assert [t["item"] for t in result["targets"]] == [3, 4, 5, 6, 6, 7, 7, 8, 9, 9, 10, 11, 12, 12, 12, 12, 12]
+    assert [t["item"] for t in result["targets"]] == [
+        3,
+        4,
+        5,
+        6,
+        6,
+        7,
+        7,
+        8,
+        9,
+        9,
+        10,
+        11,
+        12,
+        12,
+        12,
+        12,
+        12,
+    ]
     assert all(math.isfinite(t["ratio"]) for t in result["targets"])
     assert "Targets" in done.stdout
     page = docs.read_text()

@@ -99,6 +99,7 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
         embedding_dim: int | None = None,
         read_only: bool | None = None,
         trace_checkouts: bool | None = None,
+        create: bool | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
@@ -126,6 +127,7 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
             "embedding_dim": embedding_dim,
             "read_only": read_only,
             "trace_checkouts": trace_checkouts,
+            "create": create,
         }
         self._kw_options = opts.parse({k: v for k, v in given.items() if v is not None})
         self.tinycortex_handle: FileHandle | None = None
@@ -134,6 +136,7 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
         self.tinycortex_checkout_timeout = opts.DEFAULTS.checkout_timeout
         self.tinycortex_read_only = False
         self.tinycortex_trace = False
+        self.tinycortex_create = True
         self.tinycortex_begin = "AUTOCOMMIT" if self.tinycortex_autocommit else ""
         """The BEGIN mode of this engine's checkouts ("": by read_only, see FileHandle.checkout)."""
 
@@ -183,6 +186,7 @@ class TinyCortexDialect(SQLiteDialect_pysqlite):
         )
         self.tinycortex_read_only = bool(explicit.get("read_only", False))
         self.tinycortex_trace = bool(explicit.get("trace_checkouts", False))
+        self.tinycortex_create = bool(explicit.get("create", True))
         return [], {}
 
     def connect(self, *cargs: Any, **cparams: Any) -> DBAPIConnection:

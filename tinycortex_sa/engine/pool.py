@@ -60,6 +60,7 @@ class TinyCortexPool(Pool):
         self._begin: str = self._dialect.tinycortex_begin  # type: ignore[union-attr]
         self._uncommitted: bool = self._dialect.tinycortex_uncommitted  # type: ignore[union-attr]
         self._trace: bool = self._dialect.tinycortex_trace  # type: ignore[union-attr]
+        self._create: bool = self._dialect.tinycortex_create  # type: ignore[union-attr]
         self._lease: Lease | None = None
         self._record: _ConnectionRecord | None = None
         self._generation = -1
@@ -70,6 +71,8 @@ class TinyCortexPool(Pool):
         if not self._attached:  # counted as a user from first use, so dispose()+recreate() can close
             handle.add_user(self)
             self._attached = True
+        if not self._create:
+            handle.refuse_missing()
         if not handle.options_fixed:  # invalidate() forgot the file's options: this engine's apply again
             handle.fix_options(self._dialect.tinycortex_options)  # type: ignore[union-attr]
         lease = Lease(caller_location() if self._trace else None)

@@ -22,7 +22,7 @@ import contextlib
 import importlib.util
 import logging
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -299,6 +299,35 @@ def _upgrade_locked(
         engine.dispose()
 
 
+@contextlib.contextmanager
+def alembic_isolated() -> Iterator[None]:
+    """Run an Alembic command inside another one's ``env.py`` without breaking it.
+
+    Alembic's ``context`` and ``op`` are module-level proxies: running a
+    command installs its own environment in them and removes it at the end,
+    leaving the caller's ``env.py`` (an application's own migrations, which
+    opened the chunk DB or called :func:`tinycortex_sa.upgrade`) with
+    ``context.configure`` gone.  What the proxies held before is put back.
+    """
+    from alembic.util.langhelpers import ModuleClsProxy
+
+    missing = object()
+    saved: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for attr_names, modules in list(ModuleClsProxy._setups.values()):
+        for globals_, _locals in modules:
+            names = {*attr_names, "_proxy"}
+            saved.append((globals_, {name: globals_.get(name, missing) for name in names}))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        for globals_, values in saved:
+            for name, value in values.items():
+                if value is missing:
+                    globals_.pop(name, None)
+                else:
+                    globals_[name] = value
+
+
 def _roll_back(conn: sqlite3.Connection, db_path: Path) -> None:
     """Roll back the failed upgrade transaction if SQLite still has it open (its own error propagates)."""
     if not conn.in_transaction:
@@ -334,5 +363,5 @@ def _upgrade_in_transaction(
         log.info("%s: upgrading the chunk DB from %s to %s", db_path, _describe(revisions), HEAD)
         config = alembic_config(connection=connection, **{OPTIONS_KEY: options, SETTINGS_KEY: settings})
         progress.attach(config, revisions)
-        with alembic_lock:
+        with alembic_lock, alembic_isolated():
             command.upgrade(config, "head")
