@@ -27,7 +27,7 @@ from tinycortex_sa.connection import registry
 from tinycortex_sa.engine import reflection
 from tinycortex_sa.models import Base
 from tinycortex_sa.options import DEFAULTS, Options
-from tinycortex_sa.schema import progress, purge
+from tinycortex_sa.schema import filters, progress, purge
 from tinycortex_sa.schema import upgrade as migrate
 
 config = context.config
@@ -91,6 +91,8 @@ def run_on(connection: Connection) -> None:
             connection=connection,
             target_metadata=target_metadata,
             transactional_ddl=True,
+            # an application's tables and the Rust core's stores in the same file are not ours
+            include_object=filters.include_chunk_db_objects,
             compare_type=True,
             compare_server_default=True,
             # progress of tinycortex_sa's own upgrades (schema.upgrade.reporting)
@@ -118,7 +120,9 @@ def build_engine() -> sa.Engine:
         return tinycortex_sa.create_engine(workspace)
     url = config.get_main_option("sqlalchemy.url")
     if not url:
-        raise RuntimeError(
+        from alembic.util import CommandError  # Alembic's command line prints it as one line
+
+        raise CommandError(
             "no chunk DB to migrate: pass -x workspace=PATH, set TINYCORTEX_WORKSPACE, "
             "or set sqlalchemy.url in alembic.ini"
         )
@@ -131,7 +135,7 @@ def run_online() -> None:
     if isinstance(given, Connection):
         run_on(given)
         return
-    if given is None and config.config_file_name is not None:
+    if given is None and config.config_file_name is not None and config.file_config.has_section("loggers"):
         fileConfig(config.config_file_name, disable_existing_loggers=False)
     engine = given if isinstance(given, sa.Engine) else build_engine()
     try:

@@ -104,7 +104,9 @@ PUBLIC = {
     "OptionConflictError", "OptionError", "Options", "PragmaError", "ReadOnlyError", "SchemaBehindError",
     "SchemaDamagedError", "SchemaError",
     "StatementBusyError", "StatementDiskFullError", "StatementMovedError", "TinyCortexError",
-    "UnknownRevisionError", "breaker_state", "create_async_engine", "create_engine", "db_path_for",
+    "UnknownRevisionError", "UpgradeResult", "upgrade", "breaker_state", "create_async_engine",
+    "create_engine", "db_path_for",
+    "exclude_chunk_db_objects", "include_chunk_db_objects",
     "invalidate", "with_connection",
 }  # fmt: skip
 

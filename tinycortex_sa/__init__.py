@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from .api import (
+    UpgradeResult,
     breaker_state,
     create_async_engine,
     create_engine,
     db_path_for,
     invalidate,
+    upgrade,
     with_connection,
 )
 from .connection.breaker import BreakerState
@@ -41,6 +43,7 @@ from .errors import (
     UnknownRevisionError,
 )
 from .options import Options
+from .schema.filters import exclude_chunk_db_objects, include_chunk_db_objects
 
 __all__ = [
     "BreakerState",
@@ -72,11 +75,15 @@ __all__ = [
     "StatementMovedError",
     "TinyCortexError",
     "UnknownRevisionError",
+    "UpgradeResult",
     "breaker_state",
     "create_async_engine",
     "create_engine",
     "db_path_for",
+    "exclude_chunk_db_objects",
+    "include_chunk_db_objects",
     "invalidate",
+    "upgrade",
     "with_connection",
 ]
 __version__ = "0.1.0"

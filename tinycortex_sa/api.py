@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -14,9 +16,12 @@ from sqlalchemy.dialects import registry as _dialects
 from . import options as opts
 from .connection import registry
 from .connection.breaker import BreakerState
+from .connection.handle import refuse_missing
 from .connection.lease import Lease, caller_location
 from .errors import OptionError
-from .sqlite import codes
+from .schema import progress
+from .schema import upgrade as schema_upgrade
+from .sqlite import codes, driver
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -110,6 +115,101 @@ def with_connection(workspace: Workspace, fn: Callable[[sqlite3.Connection], T],
         raise
     finally:
         handle.checkin(lease)
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    """What :func:`upgrade` did to a workspace's chunk DB."""
+
+    path: Path
+    created: bool
+    """The database did not exist and was created at head."""
+    before: str | None
+    """Its revision before (``"no revision"`` for one the Rust core wrote; None if it did not exist)."""
+    after: str
+    """Its revision now: head."""
+    user_version: int
+    """``PRAGMA user_version`` now (the Rust core's data-migration marker)."""
+    applied: tuple[str, ...] = ()
+    """The revisions applied, in order."""
+    reports: tuple[str, ...] = ()
+    """What the data migrations reported (rows moved, folders removed)."""
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything was created or applied."""
+        return self.created or bool(self.applied)
+
+
+def upgrade(workspace: Workspace, **options: Any) -> UpgradeResult:
+    """Bring the workspace's chunk DB to Alembic head now, and say what was done.
+
+    The same code as the automatic migration at first open and ``tinycortex-sa
+    upgrade`` (one ``BEGIN IMMEDIATE`` transaction, the pragmas, recovery), on
+    a connection of its own that is closed afterwards, so the file's options
+    and cached connection in this process are left as they are (``options``
+    apply to this call only; ``auto_migrate`` is implied).  Safe to call from
+    another Alembic environment's ``env.py``: that environment's ``context``
+    and ``op`` are left as they were.  A corrupt file is refused
+    (:class:`~tinycortex_sa.CorruptDatabaseError`), never moved aside here;
+    with ``create=False`` a missing database is
+    :class:`~tinycortex_sa.DatabaseNotFoundError`.
+    """
+    explicit = opts.parse(options) if options else {}
+    path = db_path_for(workspace)
+    if explicit.get("create") is False:
+        refuse_missing(path)
+    handle = registry.existing_handle(path)
+    if handle is not None and handle.conn is not None:  # opened, so initialised, in this process
+        after, user_version = with_connection(workspace, _read_head)
+        return UpgradeResult(path=path, created=False, before=after, after=after, user_version=user_version)
+    base = handle.options if handle is not None and handle.options_fixed else opts.DEFAULTS
+    given = {k: v for k, v in explicit.items() if k in opts.FILE_SCOPED}
+    options_now = opts.resolve({**given, "auto_migrate": True, "on_corrupt": "raise"}, base)
+    created = not os.path.lexists(path)
+    before = None if created else _revision_read_only(path, options_now.busy_timeout)
+    events: list[progress.UpgradeEvent] = []
+    outer = progress.current_listener()  # the command line's progress line, say
+
+    def heard(event: progress.UpgradeEvent) -> None:
+        events.append(event)
+        if outer is not None:
+            outer(event)
+
+    with progress.reporting(heard):
+        conn = registry.open_file(path, options_now, verify=False)
+        try:
+            after, user_version = _read_head(conn)
+        finally:
+            conn.close()
+    return UpgradeResult(
+        path=path,
+        created=created,
+        before=before,
+        after=after,
+        user_version=user_version,
+        applied=tuple(e.revision for e in events if e.kind == "done"),
+        reports=tuple(e.message for e in events if e.kind == "report"),
+    )
+
+
+def _read_head(conn: sqlite3.Connection) -> tuple[str, int]:
+    revisions = schema_upgrade.read_revisions(conn) or ("no revision",)
+    return ", ".join(revisions), int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _revision_read_only(path: Path, busy_timeout_ms: int) -> str | None:
+    """The revision of ``path`` read through a read-only connection; None if it cannot be read now."""
+    try:
+        conn = driver.open_uri(path, "ro", busy_timeout_ms)
+    except sqlite3.Error:
+        return None
+    try:
+        return ", ".join(schema_upgrade.read_revisions(conn) or ("no revision",))
+    except sqlite3.Error:
+        return None  # a hot journal, damage or a lock: the open explains
+    finally:
+        conn.close()
 
 
 def invalidate(workspace: Workspace) -> None:

@@ -25,7 +25,6 @@ from ..connection import registry
 from ..errors import CliError, CorruptDatabaseError, DatabaseBusyError, Refused
 from ..options import DEFAULTS
 from ..schema import upgrade as schema_upgrade
-from ..schema.version import HEAD
 from ..sqlite import aside, files
 from .inspect import database_of, read_only
 from .progress import reporting
@@ -62,22 +61,26 @@ def _revision_before(path: Path) -> str | None:
 
 
 def upgrade(workspace: str, options: dict[str, Any], stream: TextIO, live: bool) -> list[str]:
-    """Bring the workspace's chunk DB to head; return the lines that say what happened."""
+    """Bring the workspace's chunk DB to head (:func:`tinycortex_sa.upgrade`); return what happened."""
     path = database_of(workspace)
     if not Path(workspace).is_dir():
         raise CliError(f"{workspace} is not a directory; give an existing workspace")
-    existed = path.is_file()
-    before = _revision_before(path)
-    with reporting(stream, live):
-        revision, user_version = _open(workspace, options)
-    after = f"{revision} (user_version {user_version})"
-    if not existed:
+    try:
+        with reporting(stream, live):
+            done = tinycortex_sa.upgrade(workspace, **options)
+    except CorruptDatabaseError as err:
+        raise CliError(
+            f"{path} is corrupt, so nothing was changed; run `tinycortex-sa recover "
+            f"{shlex.quote(workspace)}` to keep it aside and build a fresh database ({err.__cause__})"
+        ) from err
+    after = f"{done.after} (user_version {done.user_version})"
+    if done.created:
         return [f"created {path} at {after}"]
-    if before == HEAD:
+    if not done.changed:
         return [f"{path} is already at {after}; nothing to do"]
-    if before is None:  # a hot journal (rolled back by the open) or a lock kept it from being read
+    if done.before is None:  # a hot journal (rolled back by the open) or a lock kept it from being read
         return [f"opened {path}, which could not be read read-only before; it is now at {after}"]
-    return [f"upgraded {path} from {before} to {after}"]
+    return [f"upgraded {path} from {done.before} to {after}"]
 
 
 def _still_damaged(path: Path, check: aside.Check, busy_timeout: int) -> None:

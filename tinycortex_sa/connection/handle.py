@@ -93,6 +93,17 @@ HOLDER_CHECK = 0.2
 BEGIN_MODES = ("IMMEDIATE", "DEFERRED", "EXCLUSIVE", "AUTOCOMMIT")
 
 
+def refuse_missing(path: Path) -> None:
+    """:class:`DatabaseNotFoundError` unless something is at ``path`` (``create=False``)."""
+    if not os.path.lexists(path):
+        raise DatabaseNotFoundError(
+            f"{path} does not exist and create=False, so nothing was created: check the workspace "
+            f"path ({path.parent.parent}). To create a new chunk DB there, leave create out (it "
+            "defaults to true).",
+            path=path,
+        )
+
+
 class FileHandle:
     """The shared connection of one database file, and who may use it now."""
 
@@ -231,14 +242,8 @@ class FileHandle:
 
         Only asked while no connection is open: an open connection is to a file that exists.
         """
-        if self.conn is None and not os.path.lexists(self.path):
-            workspace = self.path.parent.parent
-            raise DatabaseNotFoundError(
-                f"{self.path} does not exist and create=False, so nothing was created: check the "
-                f"workspace path ({workspace}). To create a new chunk DB there, leave create out "
-                "(it defaults to true).",
-                path=self.path,
-            )
+        if self.conn is None:
+            refuse_missing(self.path)
 
     def _before_take(self, lease: Lease) -> None:
         """Refuse at once what waiting cannot cure: a forked child, a nested checkout, an open breaker."""

@@ -57,6 +57,11 @@ def reporting(listener: Listener) -> Iterator[None]:
         _listener.reset(token)
 
 
+def current_listener() -> Listener | None:
+    """The listener of the enclosing :func:`reporting` block, if any (to chain another onto it)."""
+    return _listener.get()
+
+
 _running: contextvars.ContextVar[str] = contextvars.ContextVar("tinycortex_sa_running", default="")
 
 
