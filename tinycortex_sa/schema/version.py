@@ -40,6 +40,9 @@ CHUNK_TABLES: frozenset[str] = frozenset(
     }
 )
 RUST_STORE_TABLES: frozenset[str] = frozenset({"kv_global", "kv_namespace"})
+RUST_STORE_INDEXES: frozenset[str] = frozenset(
+    {"idx_kv_ns", "idx_entity_index_entity", "idx_entity_index_node"}
+)
 
 #: ``PRAGMA user_version`` after both Rust data migrations have run.
 USER_VERSION: int = 2
