@@ -7,13 +7,16 @@ checking that the code and the revisions came from the installed wheel.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import copy_fixture
 
 from tinycortex_sa.schema.version import HEAD, REVISIONS
 
@@ -40,8 +43,21 @@ def run(*args: str | Path, cwd: Path) -> str:
     return done.stdout
 
 
-@pytest.mark.timeout(300)
-def test_wheel_ships_the_migrations_and_auto_migrates(tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class Installed:
+    wheel: Path
+    venv: Path
+    root: Path
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """The wheel built from a copy of the sources and installed into a fresh virtualenv (once)."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     src = tmp_path / "src"
     src.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
@@ -53,18 +69,63 @@ def test_wheel_ships_the_migrations_and_auto_migrates(tmp_path: Path) -> None:
             shutil.copy(path, src / name)
     run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp_path / "dist", src, cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("tinycortex_sa-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
+    run(
+        sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "-q", wheel, cwd=tmp_path
+    )
+    return Installed(wheel, venv, tmp_path)
+
+
+@pytest.mark.timeout(300)
+def test_wheel_ships_the_migrations_and_auto_migrates(installed: Installed) -> None:
+    names = set(zipfile.ZipFile(installed.wheel).namelist())
     assert {"tinycortex_sa/migrations/env.py", "tinycortex_sa/migrations/script.py.mako"} <= names
     assert {f"tinycortex_sa/migrations/versions/{r}.py" for r in REVISIONS} <= names
     packages = {"cli", "connection", "engine", "schema", "sqlite"}
     assert {f"tinycortex_sa/{p}/__init__.py" for p in packages} <= names
     assert not [n for n in names if "bench" in n or n.startswith("tests/")], "the benchmark stays in tests/"
-
-    venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
-    python = venv / "bin" / "python"
-    run(sys.executable, "-m", "pip", "--python", python, "install", "-q", wheel, cwd=tmp_path)
-    out = run(python, "-I", "-c", SCRIPT, tmp_path / "workspace", cwd=tmp_path).split("\n")
+    root, venv = installed.root, installed.venv
+    out = run(installed.python, "-I", "-c", SCRIPT, root / "workspace", cwd=root).split("\n")
     assert out[:2] == [HEAD, "2"]
     assert Path(out[2]).is_relative_to(venv) and Path(out[3]).is_relative_to(venv)
     assert (Path(out[3]) / "versions" / f"{HEAD}.py").is_file()
+
+
+def _alembic(
+    installed: Installed, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The installed ``alembic`` command, run outside the repository with a minimal ini."""
+    ini = installed.root / "minimal.ini"
+    ini.write_text("[alembic]\nscript_location = tinycortex_sa:migrations\n")  # no logging sections
+    clean = {k: v for k, v in os.environ.items() if k not in ("TINYCORTEX_WORKSPACE", "PYTHONPATH")}
+    return subprocess.run(
+        [str(installed.venv / "bin" / "alembic"), "-c", str(ini), *args],
+        cwd=installed.root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**clean, **(env or {})},
+    )
+
+
+@pytest.mark.timeout(300)
+def test_alembic_from_the_installed_package_with_a_minimal_ini(installed: Installed) -> None:
+    legacy = copy_fixture("rust-legacy-v0", installed.root / "legacy")
+    ws = f"workspace={legacy}"
+    upgraded = _alembic(installed, "-x", ws, "upgrade", "head")
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    current = _alembic(installed, "-x", ws, "current")
+    assert current.returncode == 0 and HEAD in current.stdout, current.stdout + current.stderr
+    history = _alembic(installed, "-x", ws, "history")
+    assert history.returncode == 0 and all(r in history.stdout for r in REVISIONS)
+    check = _alembic(installed, "-x", ws, "check")
+    assert check.returncode == 0 and "No new upgrade operations detected" in check.stdout, check.stdout
+    by_env = _alembic(installed, "current", env={"TINYCORTEX_WORKSPACE": str(legacy)})
+    assert by_env.returncode == 0 and HEAD in by_env.stdout
+    fresh = installed.root / "fresh"
+    stamped = _alembic(installed, "-x", f"workspace={fresh}", "stamp", "head")
+    assert stamped.returncode == 0, stamped.stdout + stamped.stderr
+    missing = _alembic(installed, "check")
+    said = missing.stdout + missing.stderr
+    assert missing.returncode != 0 and "Traceback" not in said and "-x workspace=PATH" in said

@@ -202,8 +202,9 @@ def _behind(revisions: tuple[str, ...] | None, db_path: Path) -> SchemaBehindErr
     return SchemaBehindError(
         f"{db_path}: the chunk DB schema is at {_describe(revisions)}, behind {HEAD}, and "
         "auto_migrate is off, so its schema and data were not changed. Run "
-        f"`alembic -x workspace={workspace} upgrade head` (see docs/schema.md), or open it once with "
-        "auto_migrate=True.",
+        f"`tinycortex-sa upgrade {workspace}` (or `alembic -x workspace={workspace} upgrade head` with "
+        "script_location = tinycortex_sa:migrations, or tinycortex_sa.upgrade() from code; see "
+        "docs/schema.md), or open it once with auto_migrate=True.",
         path=db_path,
         revision=revisions[0] if revisions else None,
     )
