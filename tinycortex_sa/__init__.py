@@ -12,8 +12,10 @@ from .api import (
     upgrade,
     with_connection,
 )
+from .backups import BackupResult, backup
 from .connection.breaker import BreakerState
 from .errors import (
+    BackupError,
     CheckoutError,
     CheckoutTimeoutError,
     CircuitOpenError,
@@ -46,6 +48,8 @@ from .options import Options
 from .schema.filters import exclude_chunk_db_objects, include_chunk_db_objects
 
 __all__ = [
+    "BackupError",
+    "BackupResult",
     "BreakerState",
     "CheckoutError",
     "CheckoutTimeoutError",
@@ -76,6 +80,7 @@ __all__ = [
     "TinyCortexError",
     "UnknownRevisionError",
     "UpgradeResult",
+    "backup",
     "breaker_state",
     "create_async_engine",
     "create_engine",

@@ -137,6 +137,19 @@ class IrreversibleMigrationError(TinyCortexError):
     """A data migration was asked to run backwards; the data it replaced is gone."""
 
 
+class BackupError(TinyCortexError):
+    """No backup was made: the destination exists or cannot be written, or the copy failed its check.
+
+    Nothing is left under the destination's name and nothing was overwritten;
+    the partial copy was removed.
+    """
+
+    def __init__(self, message: str, *, source: Path, dest: Path) -> None:
+        super().__init__(message)
+        self.source = source
+        self.dest = dest
+
+
 # -- the caller's statements ----------------------------------------------------------------------
 
 

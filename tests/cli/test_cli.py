@@ -112,7 +112,8 @@ def test_status_json_in_a_subprocess_reads_without_touching(tmp_path: Path) -> N
     assert status["database"] == str(db_file(ws))
     assert (status["revision"], status["revision_state"], status["head"]) == (HEAD, "head", HEAD)
     assert status["user_version"] == 2
-    assert status["pragmas"]["journal_mode"] == "delete"  # the file's own mode: not WAL
+    assert (status["journal_mode_in_use"], status["file_mode"]) == ("truncate", "rollback")
+    assert "journal_mode" not in status["pragmas"]  # a read-only connection's own mode would mislead
     assert status["tables"]["mem_tree_chunks"] == 120 and len(status["tables"]) == 15
     assert status["file"]["mode"] == "0600" and status["error"] is None
     assert snapshot(ws) == before
@@ -135,7 +136,7 @@ def test_status_of_a_wal_database_keeps_the_wal(tmp_path: Path, capsys: pytest.C
     before = snapshot(ws, skip=("-shm",))  # SQLite may rebuild the WAL index; it holds no data
     code, out, _ = run(capsys, "status", str(ws), "--json")
     status = json.loads(out)
-    assert code == 0 and status["pragmas"]["journal_mode"] == "wal"
+    assert code == 0 and status["file_mode"] == "wal"
     assert status["tables"]["mem_tree_chunks"] == 40
     assert any(f["path"].endswith("chunks.db-wal") for f in status["side_files"])
     assert snapshot(ws, skip=("-shm",)) == before
@@ -260,10 +261,12 @@ def test_doctor_finds_orphans_modes_and_schema_drift(
     code, out, _ = run(capsys, "doctor", str(ws))
     assert code == 1
     problems = [line for line in out.splitlines() if line.startswith("PROBLEM")]
-    assert len(problems) == 3, out
-    assert "1 row(s) of mem_tree_chunk_embeddings point at rows missing from mem_tree_chunks" in problems[1]
-    assert f"Fix: chmod 600 {db_file(ws)}" in problems[0]
-    assert "column mem_tree_jobs.added_by_hand is in the database but not in the models" in problems[2]
+    assert len(problems) == 2, out
+    assert "1 row(s) of mem_tree_chunk_embeddings point at rows missing from mem_tree_chunks" in problems[0]
+    assert "column mem_tree_jobs.added_by_hand is in the database but not in the models" in problems[1]
+    assert "backup" not in out  # nothing is damaged
+    (warning,) = [line for line in out.splitlines() if line.startswith("WARNING")]
+    assert f"Fix: chmod 600 {db_file(ws)}" in warning
 
 
 def test_doctor_flags_a_wal_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -419,7 +422,7 @@ def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> No
 def test_unexpected_errors_say_how_to_get_the_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(workspace: Any) -> None:
+    def broken(workspace: Any, count_rows: bool = True) -> None:
         raise ValueError("something\nunexpected")
 
     monkeypatch.setattr(cli, "collect_status", broken)

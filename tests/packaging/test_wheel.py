@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,3 +130,20 @@ def test_alembic_from_the_installed_package_with_a_minimal_ini(installed: Instal
     missing = _alembic(installed, "check")
     said = missing.stdout + missing.stderr
     assert missing.returncode != 0 and "Traceback" not in said and "-x workspace=PATH" in said
+
+
+@pytest.mark.timeout(300)
+def test_the_sdist_carries_no_tests_and_builds_the_same_wheel(installed: Installed, tmp_path: Path) -> None:
+    """The tests need the repository (fixtures, helpers): the sdist ships none rather than broken ones."""
+    src = installed.root / "src"
+    run(sys.executable, "-m", "build", "--sdist", "-o", tmp_path / "sdist", src, cwd=tmp_path)
+    (sdist_path,) = (tmp_path / "sdist").glob("tinycortex_sa-*.tar.gz")
+    name = sdist_path.name
+    with tarfile.open(tmp_path / "sdist" / name) as sdist:
+        members = [m.split("/", 1)[-1] for m in sdist.getnames()]
+    assert not [m for m in members if m.startswith("tests")], members
+    assert "migrations/env.py" in members and "tinycortex_sa/py.typed" in members
+    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp_path / "dist",
+        tmp_path / "sdist" / name, cwd=tmp_path)  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("tinycortex_sa-*.whl")
+    assert set(zipfile.ZipFile(wheel).namelist()) == set(zipfile.ZipFile(installed.wheel).namelist())

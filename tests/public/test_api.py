@@ -96,6 +96,7 @@ def test_every_library_error_is_a_tinycortex_error() -> None:
 
 #: The public names of ``tinycortex_sa``: a change here is a change of the public API.
 PUBLIC = {
+    "BackupError", "BackupResult", "backup",
     "BreakerState", "CheckoutError", "CheckoutTimeoutError", "CircuitOpenError", "CorruptDatabaseError",
     "DatabaseBusyError", "DatabaseMovedError", "DatabaseNotFoundError", "DiskFullError",
     "ForeignDatabaseError",

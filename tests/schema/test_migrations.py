@@ -99,7 +99,9 @@ def test_auto_migrate_off_refuses_a_behind_database_and_changes_nothing(tmp_path
     before = file_digest(db_file(ws))
     info = _fails_to_open(ws, r"alembic -x workspace=.* upgrade head", auto_migrate=False)
     assert isinstance(info.value, SchemaBehindError) and info.value.revision is None
-    assert f"`tinycortex-sa upgrade {ws}`" in str(info.value) and "tinycortex_sa:migrations" in str(info.value)
+    assert f"`tinycortex-sa upgrade {ws}`" in str(info.value) and "tinycortex_sa:migrations" in str(
+        info.value
+    )
     assert file_digest(db_file(ws)) == before
     assert alembic_revision(ws) is None
 

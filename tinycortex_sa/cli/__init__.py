@@ -27,6 +27,7 @@ from .. import __version__
 from ..errors import CliError, Refused, TinyCortexError
 from ..options import parse
 from ..schema.version import HEAD
+from .backup import cmd_backup
 from .doctor import diagnose
 from .inspect import Status, collect_status
 from .repair import recover, run_demo, upgrade
@@ -50,12 +51,20 @@ def format_status(status: Status) -> list[str]:
         }[status.revision_state]
         lines.append(f"revision      {status.revision or 'none'} ({note})")
         lines.append(f"user_version  {status.user_version}")
+        lines.append(
+            f"journal mode  {status.journal_mode_in_use} (what tinycortex_sa and the Rust core run in)"
+        )
+        if status.file_mode is not None:
+            wal = "; the next open switches it" if status.file_mode == "wal" else ""
+            lines.append(f"file mode     {status.file_mode} (the header's persistent mode{wal})")
         lines.append("file pragmas  " + " ".join(f"{k}={v}" for k, v in status.pragmas.items()))
     sides = [f"{f.path} ({f.size} bytes)" for f in status.side_files]
     lines.append("side files    " + (", ".join(sides) or "none"))
     kept = [f"{f.path} ({f.size} bytes)" for f in status.quarantined]
     lines.append("quarantined   " + (", ".join(kept) or "none"))
-    if status.tables:
+    if status.tables is None:
+        lines.append("rows          not counted (--fast)")
+    elif status.tables:
         lines.append("rows")
         for table, count in status.tables.items():
             lines.append(f"  {table:34s} {'missing' if count is None else count}")
@@ -65,7 +74,7 @@ def format_status(status: Status) -> list[str]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status = collect_status(args.workspace)
+    status = collect_status(args.workspace, count_rows=not args.fast)
     if args.json:
         print(json.dumps(dataclasses.asdict(status), indent=2, default=str))
     else:
@@ -73,16 +82,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if status.error is None else 1
 
 
+def doctor_summary(problems: int, warnings: int, strict: bool) -> str:
+    """The last line of ``doctor``: healthy, or what made it fail."""
+    if not problems and not warnings:
+        return "healthy"
+    if not problems and not strict:
+        return f"healthy, with {warnings} warning(s)"
+    counts = [f"{problems} problem(s)"] if problems else []
+    counts += [f"{warnings} warning(s)"] if warnings else []
+    return " and ".join(counts) + " found" + (" (--strict: warnings fail)" if strict and warnings else "")
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
-    findings = diagnose(args.workspace)
-    healthy = not any(f.severity == "problem" for f in findings)
+    findings = diagnose(args.workspace, progress=sys.stderr)
+    problems = sum(f.severity == "problem" for f in findings)
+    warnings = sum(f.severity == "warning" for f in findings)
+    healthy = not problems and not (args.strict and warnings)
     if args.json:
-        report = {"healthy": healthy, "findings": [dataclasses.asdict(f) for f in findings]}
+        report = {
+            "healthy": healthy,
+            "strict": args.strict,
+            "problems": problems,
+            "warnings": warnings,
+            "findings": [dataclasses.asdict(f) for f in findings],
+        }
         print(json.dumps(report, indent=2))
     else:
         print("\n".join(f.line() for f in findings))
-        problems = sum(f.severity == "problem" for f in findings)
-        print("healthy" if healthy else f"{problems} problem(s) found")
+        print(doctor_summary(problems, warnings, args.strict))
     return 0 if healthy else 1
 
 
@@ -141,15 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = command(
-        "status", cmd_status, "Show revision, user_version, pragmas, side files and row counts (read-only)."
+        "status",
+        cmd_status,
+        "Show revision, user_version, journal modes, pragmas, side files and row counts (read-only).",
     )
     p.add_argument("workspace", metavar="WORKSPACE")
     p.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.add_argument("--fast", action="store_true", help="skip the row counts (slow on a large file)")
     p = command(
         "doctor", cmd_doctor, "Check integrity, foreign keys, schema, side files and modes (read-only)."
     )
     p.add_argument("workspace", metavar="WORKSPACE")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.add_argument("--strict", action="store_true", help="fail on warnings too, not only on problems")
     p = command(
         "upgrade", cmd_upgrade, "Bring the database to Alembic head (the automatic upgrade, run now)."
     )
@@ -169,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--busy-timeout", dest="busy_timeout", metavar="MS", help="wait for other processes' locks"
     )
+    p = command(
+        "backup",
+        cmd_backup,
+        "Copy the database to a new file, consistently, while other processes keep writing it.",
+    )
+    p.add_argument("workspace", metavar="WORKSPACE")
+    p.add_argument("dest", metavar="DEST", help="a new file, or a directory: then DEST/chunks-<UTC time>.db")
+    p.add_argument(
+        "--busy-timeout", dest="busy_timeout", metavar="MS", help="wait for other processes' locks"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress line, even on a terminal")
     p = command(
         "demo", cmd_demo, "Open a workspace through two engines, write and read (what `make demo` runs)."
     )

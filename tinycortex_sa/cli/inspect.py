@@ -3,8 +3,8 @@
 Nothing here goes through the connection core: the file is read with a plain
 ``sqlite3`` connection opened ``mode=ro``, so neither the automatic upgrade
 nor recovery can run, and the database and its ``-journal``/``-wal`` keep
-their bytes (SQLite may rebuild the ``-shm`` index of a WAL-mode file, which
-holds no data).  A hot ``-journal`` is reported, not rolled back.
+their bytes (beside a WAL-mode file SQLite may rebuild the ``-shm`` index and
+create an empty ``-wal``, which hold no data).  A hot ``-journal`` is reported, not rolled back.
 The schema is compared with the ORM models the same way, on its own
 read-only connection.
 """
@@ -25,16 +25,21 @@ from typing import Any, Literal
 from ..connection.registry import db_path_for
 from ..engine import reflection
 from ..errors import CliError
+from ..options import Options
 from ..schema import upgrade
 from ..schema.version import HEAD, REVISIONS
-from ..sqlite import codes, driver, files
+from ..sqlite import codes, driver, files, pragmas
 
 RevisionState = Literal["head", "behind", "unversioned", "unknown"]
+#: The persistent journal mode the header records: ``wal``, or a rollback journal.
+FileMode = Literal["wal", "rollback"]
 
 #: Seconds a read waits for another process's write lock.
 READ_TIMEOUT = 5.0
 #: Pragmas stored in (or derived from) the file, as a plain read-only connection sees them.
-FILE_PRAGMAS = ("journal_mode", "page_size", "page_count", "freelist_count", "auto_vacuum", "encoding")
+FILE_PRAGMAS = ("page_size", "page_count", "freelist_count", "auto_vacuum", "encoding")
+#: The journal mode every connection of tinycortex_sa (and of the Rust core) sets when it opens the file.
+JOURNAL_MODE_IN_USE = str(pragmas.expected(Options())["journal_mode"])
 
 
 @dataclass(frozen=True)
@@ -58,10 +63,15 @@ class Status:
     revision_state: RevisionState | None = None
     head: str = HEAD
     user_version: int | None = None
+    journal_mode_in_use: str = JOURNAL_MODE_IN_USE
+    """What the library and the Rust core run in, whatever the file's own mode."""
+    file_mode: FileMode | None = None
+    """The header's persistent mode; None when the file has no SQLite header."""
     pragmas: dict[str, object] = field(default_factory=dict)
     side_files: list[FileInfo] = field(default_factory=list)
     quarantined: list[FileInfo] = field(default_factory=list)
-    tables: dict[str, int | None] = field(default_factory=dict)
+    tables: dict[str, int | None] | None = field(default_factory=dict)
+    """Rows per model table (None for a missing table); None itself when not counted (``--fast``)."""
     error: str | None = None
     """Why the database could not be read (then the fields above it may be empty)."""
 
@@ -136,10 +146,27 @@ def model_tables() -> list[str]:
     return sorted(Base.metadata.tables)
 
 
-def collect_status(workspace: str | os.PathLike[str]) -> Status:
-    """Everything ``status`` shows; a database that cannot be read sets ``error``."""
+def file_mode(path: Path) -> FileMode | None:
+    """``wal`` or ``rollback`` as the header says (byte 19), None without a SQLite header."""
+    header = files.read_header(path)
+    if not header.is_sqlite:
+        return None
+    return "wal" if header.wal_mode else "rollback"
+
+
+def collect_status(workspace: str | os.PathLike[str], count_rows: bool = True) -> Status:
+    """Everything ``status`` shows; a database that cannot be read sets ``error``.
+
+    Without ``count_rows`` the tables are not counted (``tables`` is None): on a large file
+    the counts are what takes time.
+    """
     path = database_of(workspace)
-    status = Status(workspace=str(Path(workspace).absolute()), database=str(path), exists=path.is_file())
+    status = Status(
+        workspace=str(Path(workspace).absolute()),
+        database=str(path),
+        exists=path.is_file(),
+        tables={} if count_rows else None,
+    )
     status.side_files = [file_info(p) for p in files.side_files(path)]
     status.quarantined = quarantined(path)
     if not status.exists:
@@ -148,6 +175,7 @@ def collect_status(workspace: str | os.PathLike[str]) -> Status:
         )
         return status
     status.file = file_info(path)
+    status.file_mode = file_mode(path)
     try:
         with read_only(path) as conn:
             revisions = upgrade.read_revisions(conn)
@@ -155,17 +183,42 @@ def collect_status(workspace: str | os.PathLike[str]) -> Status:
             status.revision_state = revision_state(revisions)
             status.user_version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             status.pragmas = {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in FILE_PRAGMAS}
-            present = table_names(conn)
-            for table in model_tables():  # fixed names from the models, never caller text
-                count = (
-                    conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
-                    if table in present
-                    else None
-                )
-                status.tables[table] = count
+            if status.tables is not None:
+                present = table_names(conn)
+                for table in model_tables():  # fixed names from the models, never caller text
+                    count = (
+                        conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+                        if table in present
+                        else None
+                    )
+                    status.tables[table] = count
     except sqlite3.Error as err:
         status.error = " Fix: ".join(read_error(path, err, shlex.quote(os.fspath(workspace))))
     return status
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One difference between the file's schema and the models (Alembic's ``compare_metadata``)."""
+
+    kind: str
+    """Alembic's: ``add_table``, ``remove_index``, ``modify_type``, ... (``modify`` for a group)."""
+    text: str
+    name: str | None = None
+    """The table or index, for a table or index difference."""
+    table: str | None = None
+    """The table it is on, for an index difference."""
+
+    @classmethod
+    def of(cls, diff: Any) -> Difference:
+        if isinstance(diff, list):
+            return cls("modify", describe_diff(diff))
+        kind = str(diff[0])
+        if kind in ("add_table", "remove_table"):
+            return cls(kind, describe_diff(diff), diff[1].name, diff[1].name)
+        if kind in ("add_index", "remove_index"):
+            return cls(kind, describe_diff(diff), diff[1].name, diff[1].table.name)
+        return cls(kind, describe_diff(diff))
 
 
 def describe_diff(diff: Any) -> str:
@@ -192,7 +245,7 @@ def describe_diff(diff: Any) -> str:
     return repr(diff)
 
 
-def schema_differences(path: Path) -> list[str]:
+def schema_differences(path: Path) -> list[Difference]:
     """Alembic's ``compare_metadata`` between the file (read-only) and the ORM models."""
     import sqlalchemy as sa
     from alembic.autogenerate import compare_metadata
@@ -210,6 +263,6 @@ def schema_differences(path: Path) -> list[str]:
                 context = MigrationContext.configure(
                     connection, opts={"compare_type": True, "compare_server_default": True}
                 )
-                return [describe_diff(d) for d in compare_metadata(context, Base.metadata)]
+                return [Difference.of(d) for d in compare_metadata(context, Base.metadata)]
         finally:
             engine.dispose()

@@ -76,10 +76,10 @@ def upgrade(workspace: str, options: dict[str, Any], stream: TextIO, live: bool)
     after = f"{done.after} (user_version {done.user_version})"
     if done.created:
         return [f"created {path} at {after}"]
-    if not done.changed:
-        return [f"{path} is already at {after}; nothing to do"]
     if done.before is None:  # a hot journal (rolled back by the open) or a lock kept it from being read
         return [f"opened {path}, which could not be read read-only before; it is now at {after}"]
+    if not done.changed:
+        return [f"{path} is already at {after}; nothing to do"]
     return [f"upgraded {path} from {done.before} to {after}"]
 
 
@@ -147,7 +147,8 @@ def recover(workspace: str, force: bool, options: dict[str, Any], say: Callable[
     say(f"built a fresh, empty database at {path} ({revision}, user_version {user_version})")
     say(
         f"kept, not deleted: {target}; `sqlite3 {shlex.quote(str(target))} .recover` may salvage rows "
-        f"from it. Content files under {content} were not touched."
+        f"from it, or restore a backup (`tinycortex-sa backup` takes one; docs/recovery.md). Content "
+        f"files under {content} were not touched."
     )
 
 
