@@ -425,7 +425,7 @@ def test_unexpected_errors_say_how_to_get_the_traceback(
     def broken(workspace: Any, count_rows: bool = True) -> None:
         raise ValueError("something\nunexpected")
 
-    monkeypatch.setattr(cli, "collect_status", broken)
+    monkeypatch.setattr(cli.inspect, "collect_status", broken)
     code, out, err = run(capsys, "status", str(tmp_path))
     assert code == 3 and out == ""
     assert (
@@ -454,3 +454,21 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "tinycortex-sa"
     done = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == f"tinycortex-sa 0.1.0 (schema head {HEAD})\n"
+
+
+@pytest.mark.parametrize("flag", ["--version", "--help"])
+def test_version_and_help_import_neither_sqlalchemy_nor_alembic(flag: str) -> None:
+    code = (
+        "import sys\n"
+        "from tinycortex_sa.cli import main\n"
+        "try:\n"
+        f"    main([{flag!r}])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('sqlalchemy', 'alembic', 'greenlet') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert "tinycortex-sa" in done.stdout

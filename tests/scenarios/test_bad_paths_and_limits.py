@@ -170,6 +170,7 @@ DESCRIPTORS = textwrap.dedent(
     """
     import json, os, sys
     import tinycortex_sa, sqlalchemy, alembic.command  # what the open needs, imported first
+    from tinycortex_sa import OpenError, with_connection  # (the package imports its names on first use)
     held = []
     while True:
         try:
@@ -179,10 +180,10 @@ DESCRIPTORS = textwrap.dedent(
     for _ in range(int(sys.argv[2])):
         os.close(held.pop())
     try:
-        tinycortex_sa.with_connection(sys.argv[1], lambda c: None)
+        with_connection(sys.argv[1], lambda c: None)
         result = {"ok": True}
     except Exception as err:
-        library = isinstance(err, tinycortex_sa.OpenError)
+        library = isinstance(err, OpenError)
         result = {"ok": False, "type": type(err).__name__, "library": library, "message": str(err)}
     for fd in held:
         os.close(fd)

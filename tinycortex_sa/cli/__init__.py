@@ -21,16 +21,16 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..errors import CliError, Refused, TinyCortexError
-from ..options import parse
 from ..schema.version import HEAD
-from .backup import cmd_backup
-from .doctor import diagnose
-from .inspect import Status, collect_status
-from .repair import recover, run_demo, upgrade
+
+if TYPE_CHECKING:
+    from .inspect import Status
+
+# Everything else (SQLAlchemy and Alembic with it) is imported by the command that needs it, after
+# the arguments are parsed: `--version` and `--help` stay fast.
 
 PROG = "tinycortex-sa"
 
@@ -74,7 +74,9 @@ def format_status(status: Status) -> list[str]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status = collect_status(args.workspace, count_rows=not args.fast)
+    from . import inspect
+
+    status = inspect.collect_status(args.workspace, count_rows=not args.fast)
     if args.json:
         print(json.dumps(dataclasses.asdict(status), indent=2, default=str))
     else:
@@ -94,6 +96,8 @@ def doctor_summary(problems: int, warnings: int, strict: bool) -> str:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import diagnose
+
     findings = diagnose(args.workspace, progress=sys.stderr)
     problems = sum(f.severity == "problem" for f in findings)
     warnings = sum(f.severity == "warning" for f in findings)
@@ -115,17 +119,23 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def _options(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
     """The library options given on the command line, validated by :func:`options.parse`."""
+    from ..options import parse
+
     return parse({n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
     options = _options(args, ("busy_timeout", "embedding_model", "embedding_dim", "content_root"))
     live = not args.no_progress and sys.stderr.isatty()
+    from .repair import upgrade
+
     print("\n".join(upgrade(args.workspace, options, sys.stderr, live)))
     return 0
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
+    from .repair import recover
+
     recover(args.workspace, args.force, _options(args, ("busy_timeout",)), say=_say)
     return 0
 
@@ -144,7 +154,15 @@ def _silence_stdout() -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .repair import run_demo
+
     return run_demo(args.workspace)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from .backup import cmd_backup as run
+
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def one_line(err: BaseException) -> str:
     """The error as one line: the library's messages already name the file and the fix."""
+    from ..errors import CliError, TinyCortexError
+
     cause = getattr(err, "orig", None)  # SQLAlchemy's DBAPIError: the driver's message says it
     text = str(cause if isinstance(cause, BaseException) else err)
     if not isinstance(err, (CliError, TinyCortexError, OSError)):
@@ -245,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 1
     except Exception as err:
+        from ..errors import CliError, Refused, TinyCortexError
+
         if debug:
             traceback.print_exc()
         known = isinstance(err, (CliError, TinyCortexError, OSError))
