@@ -472,3 +472,16 @@ def test_version_and_help_import_neither_sqlalchemy_nor_alembic(flag: str) -> No
     )
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert "tinycortex-sa" in done.stdout
+
+
+def test_upgrade_no_create_refuses_a_missing_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    code, out, err = run(capsys, "upgrade", str(ws), "--no-create")
+    assert code == 3 and out == "" and err.count("\n") == 1
+    assert "does not exist and create=False" in err and str(db_file(ws)) in err
+    assert list(ws.iterdir()) == []
+    code, out, _ = run(capsys, "upgrade", str(ws))  # the default keeps the Rust core's behaviour
+    assert code == 0 and out.startswith(f"created {db_file(ws)}")

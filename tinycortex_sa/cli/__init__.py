@@ -125,7 +125,7 @@ def _options(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    options = _options(args, ("busy_timeout", "embedding_model", "embedding_dim", "content_root"))
+    options = _options(args, ("busy_timeout", "embedding_model", "embedding_dim", "content_root", "create"))
     live = not args.no_progress and sys.stderr.isatty()
     from .repair import upgrade
 
@@ -210,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-dim", dest="embedding_dim", metavar="N", help="for data migration 1")
     p.add_argument("--content-root", dest="content_root", metavar="PATH", help="for data migration 2")
     p.add_argument("--no-progress", action="store_true", help="plain step lines, even on a terminal")
+    p.add_argument(
+        "--no-create",
+        dest="create",
+        action="store_const",
+        const=False,
+        help="refuse a missing database instead of creating one (a deploy on an existing workspace)",
+    )
     p = command(
         "recover", cmd_recover, "Keep a corrupt database aside as <name>.corrupt-<UTC time> and rebuild."
     )
