@@ -499,3 +499,27 @@ def test_a_session_left_open_by_an_event_loop_shutting_down_is_reclaimed(tmp_pat
     with tinycortex_sa.create_engine(ws, checkout_timeout=5).connect() as conn:
         rows = conn.execute(sa.text("SELECT count(*) FROM mem_tree_chunks")).scalar_one()
     assert rows == 0 and time.monotonic() - start < 2.0
+
+
+def test_the_breaker_and_open_errors_are_the_same_for_async_engines(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    path = db_file(ws)
+    path.parent.mkdir(parents=True)
+    os.mkfifo(path)  # not a database file: refused before anything opens it, and counted by the breaker
+
+    async def main() -> tuple[str, str]:
+        engine = tinycortex_sa.create_async_engine(ws, breaker_threshold=1, breaker_cooldown=60)
+        seen: list[str] = []
+        try:
+            for _ in range(2):
+                try:
+                    async with engine.connect():
+                        pass
+                except tinycortex_sa.TinyCortexError as err:
+                    seen.append(type(err).__name__)
+            return seen[0], seen[1]
+        finally:
+            await engine.dispose()
+
+    first, second = run(main)
+    assert (first, second) == ("NotAFileError", "CircuitOpenError")
