@@ -292,12 +292,25 @@ def stayer(a: dict[str, Any]) -> None:
             report({"id": f"chunk-{key}", "ok": False, "error": describe(err)[:300], "code": code})
 
 
+def _import_everything() -> None:
+    """Import every module of the library (its public names are otherwise imported on first use)."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.walk_packages(tinycortex_sa.__path__, "tinycortex_sa."):
+        if not module.name.startswith(("tinycortex_sa.migrations", "tinycortex_sa.cli.demo")):
+            importlib.import_module(module.name)
+    for name in tinycortex_sa.__all__:
+        getattr(tinycortex_sa, name)
+
+
 def badenv(a: dict[str, Any]) -> None:
     """Run one bad-environment case, optionally as another user or under a file-size limit."""
     if a.get("fsize") is not None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (a["fsize"], resource.RLIM_INFINITY))
     if a.get("uid") is not None:
+        _import_everything()  # the interpreter and the package live under /root: unreadable afterwards
         os.setgroups([])
         os.setgid(a["uid"])
         os.setuid(a["uid"])
