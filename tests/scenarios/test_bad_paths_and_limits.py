@@ -40,8 +40,11 @@ def _tree(root: Path) -> list[str]:
     ids=["NUL", "%00"],
 )
 def test_a_nul_byte_in_the_url_is_an_option_error(tmp_path: Path, url: str) -> None:
+    url = url.format(root=tmp_path)
+    if "\x00" not in (sa.engine.make_url(url).database or ""):
+        pytest.skip("this SQLAlchemy does not decode %00 in a URL's path: the name is a literal, valid one")
     with pytest.raises(OptionError, match="NUL byte"):
-        sa.create_engine(url.format(root=tmp_path))
+        sa.create_engine(url)
     with pytest.raises(OptionError, match="NUL byte"):
         tinycortex_sa.create_engine(f"{tmp_path}/w\x00s")
     assert _tree(tmp_path) == []

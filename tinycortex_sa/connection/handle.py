@@ -395,9 +395,13 @@ class FileHandle:
             lease.active = False
             lease.record = None
             while self._queue:
-                nxt = self._queue.popleft()
+                nxt = self._queue[0]
+                del self._queue[0]
                 nxt.lease.active = True
                 self._lease = nxt.lease
+                if nxt.loop is None:
+                    nxt.wake.release()  # a thread: one C call, no frame an interrupt could land in
+                    return
                 if nxt.wake_up():
                     return
                 nxt.lease.active = False  # its event loop is closed: the next waiter's turn

@@ -27,6 +27,7 @@ subclass naming the path and the fix (:func:`.messages.open_error`).
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -90,6 +91,7 @@ def open_initialised(
     what = files.not_regular(path)
     if what is not None:  # before anything opens it: a FIFO would block, a device is not ours to move
         raise NotAFileError(messages.not_a_file_message(path, what), path=path)
+    before = _identity(path)
     try:
         try:
             check = aside.quick_check(path, options.busy_timeout) if verify and path.is_file() else None
@@ -100,14 +102,15 @@ def open_initialised(
         except sqlite3.DatabaseError as raised:
             if not codes.is_corruption(raised):
                 raise
-            check = aside.quick_check(path, options.busy_timeout)
+            replaced = _identity(path) != before
+            check = aside.Check() if replaced else aside.quick_check(path, options.busy_timeout)
             if check.healthy:
                 # Healthy now: another process quarantined the file and built a new one while this
                 # open was failing on the old one.  Open what is there now, once.
                 log.info("%s changed while it was being checked (%s); opening it again", path, raised)
                 return open_retrying(path, options, initialise, sleep, lock, inspect)
             err = raised
-        keep_damaged_aside(path, options, check, err, sleep, lock)
+        keep_damaged_aside(path, options, check, err, sleep, lock, before)
         return open_retrying(path, options, initialise, sleep, lock, inspect)
     except TinyCortexError:
         raise
@@ -211,8 +214,23 @@ def open_retrying(
     return retrying(open_taking_turns, path, options, initialise, sleep, lock, inspect)
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """``path``'s (device, inode), or None: tells a file replaced meanwhile from the one that failed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def keep_damaged_aside(
-    path: Path, options: Options, check: aside.Check, err: BaseException, sleep: Sleep, lock: MoveLock
+    path: Path,
+    options: Options,
+    check: aside.Check,
+    err: BaseException,
+    sleep: Sleep,
+    lock: MoveLock,
+    failed: tuple[int, int] | None = None,
 ) -> None:
     """Step 5: quarantine the damaged file with its side files, or refuse with ``on_corrupt="raise"``.
 
@@ -230,8 +248,10 @@ def keep_damaged_aside(
             path=path,
         ) from err
     with lock(path.parent, options.busy_timeout, sleep):
-        # checked again under the lock: another process may have kept it aside meanwhile
-        still = aside.quick_check(path, options.busy_timeout) if path.exists() else aside.Check()
+        # checked again under the lock: another process may have kept it aside meanwhile (and may be
+        # building the new file now, which a check would find busy: it is not the one that failed)
+        same = failed is None or _identity(path) == failed
+        still = aside.quick_check(path, options.busy_timeout) if same and path.exists() else aside.Check()
         if still.inconclusive is not None:
             raise CorruptDatabaseError(unconfirmed_message(path, err, still), path=path) from err
         moved = aside.quarantine(path) if still.damage is not None else None
