@@ -37,26 +37,41 @@ if TYPE_CHECKING:
         IrreversibleMigrationError,
         JournalModeBusyError,
         NestedCheckoutError,
+        NonFiniteVectorError,
         NotAFileError,
         OpenError,
         OptionConflictError,
         OptionError,
         PragmaError,
+        QueryDimensionError,
+        QueryVectorError,
         ReadOnlyError,
         SchemaBehindError,
         SchemaDamagedError,
         SchemaError,
+        SearchUnavailableError,
         StatementBusyError,
         StatementDiskFullError,
         StatementMovedError,
         TinyCortexError,
         UnknownRevisionError,
+        VectorDimensionError,
+        ZeroVectorError,
     )
     from .options import Options
     from .schema.filters import exclude_chunk_db_objects, include_chunk_db_objects
+    from .search import nearest_chunks, nearest_summaries
 
 #: Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
+    "nearest_chunks": ".search",
+    "nearest_summaries": ".search",
+    "NonFiniteVectorError": ".errors",
+    "QueryDimensionError": ".errors",
+    "QueryVectorError": ".errors",
+    "SearchUnavailableError": ".errors",
+    "VectorDimensionError": ".errors",
+    "ZeroVectorError": ".errors",
     "BackupError": ".errors",
     "BackupResult": ".backups",
     "BreakerState": ".connection.breaker",
@@ -102,7 +117,19 @@ _EXPORTS: dict[str, str] = {
 }
 #: Submodules reachable as attributes (``tinycortex_sa.models``) without importing them first.
 _SUBMODULES = frozenset(
-    {"api", "backups", "cli", "connection", "engine", "errors", "models", "options", "schema", "sqlite"}
+    {
+        "api",
+        "backups",
+        "cli",
+        "connection",
+        "engine",
+        "errors",
+        "models",
+        "options",
+        "schema",
+        "search",
+        "sqlite",
+    }
 )
 
 __all__ = [
@@ -122,22 +149,28 @@ __all__ = [
     "IrreversibleMigrationError",
     "JournalModeBusyError",
     "NestedCheckoutError",
+    "NonFiniteVectorError",
     "NotAFileError",
     "OpenError",
     "OptionConflictError",
     "OptionError",
     "Options",
     "PragmaError",
+    "QueryDimensionError",
+    "QueryVectorError",
     "ReadOnlyError",
     "SchemaBehindError",
     "SchemaDamagedError",
     "SchemaError",
+    "SearchUnavailableError",
     "StatementBusyError",
     "StatementDiskFullError",
     "StatementMovedError",
     "TinyCortexError",
     "UnknownRevisionError",
     "UpgradeResult",
+    "VectorDimensionError",
+    "ZeroVectorError",
     "backup",
     "breaker_state",
     "create_async_engine",
@@ -146,6 +179,8 @@ __all__ = [
     "exclude_chunk_db_objects",
     "include_chunk_db_objects",
     "invalidate",
+    "nearest_chunks",
+    "nearest_summaries",
     "upgrade",
     "with_connection",
 ]

@@ -191,7 +191,34 @@ class StatementMovedError(_Explained, DatabaseMovedError):
 
 
 class VectorDimensionError(TinyCortexError, ValueError):
-    """A vector's length does not match its row's ``dim``, or its bytes are not float32s."""
+    """A vector's length does not match its row's ``dim``, or its bytes are not float32s.
+
+    Also raised by :mod:`tinycortex_sa.search` when the stored vectors of one model
+    signature do not all have the same length (the message names a row).
+    """
+
+
+# -- similarity search ------------------------------------------------------------------------------
+
+
+class SearchUnavailableError(TinyCortexError, ImportError):
+    """Similarity search needs numpy, an optional extra: ``pip install tinycortex_sa[vectors]``."""
+
+
+class QueryVectorError(TinyCortexError, ValueError):
+    """The query vector of a similarity search cannot be compared (the subclasses say why)."""
+
+
+class QueryDimensionError(QueryVectorError, VectorDimensionError):
+    """The query vector's length differs from the dimension of the model's stored vectors."""
+
+
+class NonFiniteVectorError(QueryVectorError):
+    """The query vector holds a NaN or an infinity."""
+
+
+class ZeroVectorError(QueryVectorError):
+    """The query vector is all zeros: it has no direction, so no cosine similarity."""
 
 
 # -- internal: caught and translated before they reach an application ------------------------------

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from . import aio, cold, reads, threads, webapp, writes
+from . import aio, cold, reads, search, threads, webapp, writes
 from .core import FULL, QUICK, Row, Settings, fill_ratios, new_workspace
 from .report import judge, machine_info, render_markdown, render_text
 
@@ -43,6 +43,7 @@ def run(settings: Settings, root: Path, log: Callable[[str], None]) -> list[Row]
         ("scale", lambda: cold.run_scale(root, template, settings)),
         ("web app", lambda: webapp.run(root, settings)),
         ("asyncio", lambda: aio.run(root, reads_ws, settings)),
+        ("similarity search", lambda: search.run(root, settings)),
     ]
     rows: list[Row] = []
     for name, section in sections:

@@ -80,6 +80,10 @@ TARGETS: tuple[Target, ...] = (
            "aio_lag_max", "aio_lag_budget_max", 1.0),
     Target(12, "200 concurrent tasks: time per task ≤ 1.0x asyncio.to_thread around a sync Session",
            "aio_tasks", "to_thread_tasks", 1.0),
+    Target(13, "nearest_chunks, warm, 100k x 768: ≤ 1.2x numpy alone on the same preloaded matrix",
+           "search_warm", "search_floor", 1.2, also=(("search_udf", "a Python cosine UDF in ORDER BY"),)),
+    Target(13, "nearest_chunks, first query after another process added 1% more embeddings ≤ 2x warm",
+           "search_after_append", "search_warm", 2.0),
 )  # fmt: skip
 
 

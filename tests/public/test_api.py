@@ -97,6 +97,8 @@ def test_every_library_error_is_a_tinycortex_error() -> None:
 #: The public names of ``tinycortex_sa``: a change here is a change of the public API.
 PUBLIC = {
     "BackupError", "BackupResult", "backup",
+    "NonFiniteVectorError", "QueryDimensionError", "QueryVectorError", "SearchUnavailableError",
+    "VectorDimensionError", "ZeroVectorError", "nearest_chunks", "nearest_summaries",
     "BreakerState", "CheckoutError", "CheckoutTimeoutError", "CircuitOpenError", "CorruptDatabaseError",
     "DatabaseBusyError", "DatabaseMovedError", "DatabaseNotFoundError", "DiskFullError",
     "ForeignDatabaseError",
