@@ -54,6 +54,11 @@ REVIEWED: dict[tuple[str, str], str] = {
         "tinycortex_sa/engine/aio.py",
         "begin",
     ): "the pending BEGIN: only ever a value of dialect._BEGIN_SQL (do_begin), else None",
+    **{
+        ("tinycortex_sa/search.py", f"self.table.{name}"): "a _Table property: f-strings of the two fixed "
+        "table and id-column names in _TABLES and a module constant; the model and rowid are bound"
+        for name in ("structure_sql", "content_sql", "count_sql", "rows_sql")
+    },
 }
 
 
