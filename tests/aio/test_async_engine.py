@@ -523,3 +523,45 @@ def test_the_breaker_and_open_errors_are_the_same_for_async_engines(tmp_path: Pa
 
     first, second = run(main)
     assert (first, second) == ("NotAFileError", "CircuitOpenError")
+
+
+def test_a_task_cancelled_during_the_first_open_keeps_the_lease_until_the_open_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The open (and its migration) runs on the worker; a cancelled opener must not hand the lease
+    to the next task while it runs, or that task would open the file a second time."""
+    from tinycortex_sa.schema import upgrade
+
+    ws = copy_fixture("rust-legacy-v0", tmp_path / "ws")
+    real = upgrade.initialise
+
+    def slow_initialise(*args: Any, **kw: Any) -> None:
+        time.sleep(0.3)
+        real(*args, **kw)
+
+    monkeypatch.setattr(upgrade, "initialise", slow_initialise)
+
+    async def main() -> tuple[int, bool]:
+        engine = tinycortex_sa.create_async_engine(ws)
+        try:
+
+            async def use() -> object:
+                async with engine.connect() as conn:
+                    return (await conn.get_raw_connection()).driver_connection
+
+            first = asyncio.create_task(use())
+            await asyncio.sleep(0.1)  # the open is running on the worker
+            second = asyncio.create_task(use())
+            await asyncio.sleep(0.05)
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            got = await second
+            handle = _handle(ws)
+            return handle.opens, got is handle.conn
+        finally:
+            await engine.dispose()
+
+    opens, same = run(main)
+    assert opens == 1 and same
+    assert tinycortex_sa.with_connection(ws, lambda c: c.execute("PRAGMA user_version").fetchone()) == (2,)

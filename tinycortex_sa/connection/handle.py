@@ -232,9 +232,29 @@ class FileHandle:
         self._mine.set(lease)
         conn = self.conn
         if conn is None:
-            conn = await self.worker.run(self._open)
+            conn = await self._open_on_worker()
             self._query_only = self._uncommitted = False
         self._for_checkout(conn, read_only, begin, uncommitted)
+        return conn
+
+    async def _open_on_worker(self) -> sqlite3.Connection:
+        """Open the file on the worker; a task cancelled meanwhile still waits for the open to end.
+
+        The lease must not be given back while the open runs (the next holder would open the file
+        a second time, beside it), so the cancellation is re-raised once the open is done.
+        """
+        future = self.worker.run(self._open)
+        cancelled = False
+        while True:
+            try:
+                conn = await asyncio.shield(future)
+                break
+            except asyncio.CancelledError:
+                if future.cancelled():
+                    raise
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
         return conn
 
     def refuse_missing(self) -> None:
