@@ -232,7 +232,7 @@ def test_checkout_timeout_is_honoured_while_the_loop_keeps_running(tmp_path: Pat
 
     waited, worst, message = run(main)
     assert 0.25 <= waited < 2.0 and "checkout_timeout=0.3s" in message
-    assert worst < 0.05, f"waiting blocked the loop for {worst:.3f}s"
+    assert worst < 0.15, f"waiting blocked the loop for {worst:.3f}s"  # blocking would be the 0.3 s wait
 
 
 def test_two_hundred_concurrent_tasks_every_row_present(tmp_path: Path) -> None:
@@ -410,7 +410,7 @@ def test_read_only_and_busy_errors_are_the_same_types_as_sync(tmp_path: Path) ->
         finally:
             await reader.dispose()
 
-    assert run(main) < 0.1  # busy_timeout's wait ran on the worker, not on the loop
+    assert run(main) < 0.15  # busy_timeout's 0.2 s wait ran on the worker, not on the loop
 
 
 EXITS = textwrap.dedent(
