@@ -77,7 +77,7 @@ from ..sqlite import pragmas
 from .breaker import CircuitBreaker
 from .forking import file_locked_here, keep_forever
 from .lease import Lease, _Waiter
-from .worker import Worker
+from .worker import Worker, outlast_cancellation
 
 #: ``opener(path, options, verify)``: open and initialise the file (``verify``: quick_check first).
 Opener = Callable[[Path, Options, bool], sqlite3.Connection]
@@ -243,16 +243,7 @@ class FileHandle:
         The lease must not be given back while the open runs (the next holder would open the file
         a second time, beside it), so the cancellation is re-raised once the open is done.
         """
-        future = self.worker.run(self._open)
-        cancelled = False
-        while True:
-            try:
-                conn = await asyncio.shield(future)
-                break
-            except asyncio.CancelledError:
-                if future.cancelled():
-                    raise
-                cancelled = True
+        conn, cancelled = await outlast_cancellation(self.worker.run(self._open))
         if cancelled:
             raise asyncio.CancelledError
         return conn

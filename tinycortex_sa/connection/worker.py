@@ -96,3 +96,20 @@ class Worker:
         self._lock = threading.Lock()
         self._thread = None
         self._pending = 0
+
+
+async def outlast_cancellation(future: asyncio.Future[T]) -> tuple[T, bool]:
+    """Await ``future`` (a call on the worker) to its end, even if the caller is cancelled meanwhile.
+
+    For calls that must not be abandoned half-way: a file's first open, a
+    rollback, a checkin.  Returns the result and whether a cancellation
+    arrived while waiting, for the caller to deliver once it is safe.
+    """
+    cancelled = False
+    while True:
+        try:
+            return await asyncio.shield(future), cancelled
+        except asyncio.CancelledError:
+            if future.cancelled():
+                raise
+            cancelled = True

@@ -35,6 +35,7 @@ from sqlalchemy.util.concurrency import await_only, in_greenlet
 
 from ..connection.handle import FileHandle
 from ..connection.lease import Lease
+from ..connection.worker import outlast_cancellation
 from .dialect import _BEGIN_SQL, TinyCortexDialect
 from .pool import TinyCortexPool
 
@@ -63,15 +64,7 @@ async def _to_the_end(future: asyncio.Future[T]) -> T:
     cancellation waits: the call runs to its end, the clean-up goes on, and the
     task is cancelled again to be delivered at its next ``await``.
     """
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(future)
-            break
-        except asyncio.CancelledError:
-            if future.cancelled():
-                raise
-            cancelled = True
+    result, cancelled = await outlast_cancellation(future)
     if cancelled:
         task = asyncio.current_task()
         if task is not None:
