@@ -2,8 +2,10 @@
 
 The database comes from, in order: a connection (or engine) handed in through
 ``config.attributes["connection"]`` (``tinycortex_sa.schema.upgrade.initialise``,
-applications, pytest-alembic), ``-x workspace=PATH``, ``$TINYCORTEX_WORKSPACE``, then
-``sqlalchemy.url`` in ``alembic.ini``.  A connection handed in is used as is
+applications, pytest-alembic), ``-x workspace=PATH``, ``$TINYCORTEX_WORKSPACE``, ``-x url=URL``, then
+``sqlalchemy.url`` in ``alembic.ini``.  A ``postgresql://`` URL builds the schema
+on PostgreSQL, in the schema ``-x schema=NAME`` (else ``$TINYCORTEX_PG_SCHEMA``,
+else PostgreSQL's default), through :func:`tinycortex_sa.postgres.create_engine`.  A connection handed in is used as is
 (its open transaction, if any, becomes the migration's); otherwise the
 engine's connection is opened with the automatic upgrade switched off, so that
 ``alembic current`` or ``downgrade`` see its schema as it is.  The data
@@ -81,11 +83,13 @@ def run_on(connection: Connection) -> None:
     and they are removed (or moved back) right after it.  Anything an earlier,
     interrupted run left aside is left to the next open through the library.
     """
+    postgresql = connection.dialect.name == "postgresql"  # the data migrations are no-ops there
     _reflect_fk_actions(connection)
-    settings = _settings_for(connection)
+    settings = None if postgresql else _settings_for(connection)
     own_transaction = not connection.in_transaction()
     had = migrate.SETTINGS_KEY in config.attributes
-    config.attributes[migrate.SETTINGS_KEY] = settings
+    if settings is not None:
+        config.attributes[migrate.SETTINGS_KEY] = settings
     try:
         context.configure(
             connection=connection,
@@ -102,23 +106,26 @@ def run_on(connection: Connection) -> None:
             with context.begin_transaction():
                 context.run_migrations()
         finally:
-            if own_transaction:
+            if own_transaction and settings is not None:
                 _settle(connection, settings)
     finally:
         if not had:
-            del config.attributes[migrate.SETTINGS_KEY]
+            config.attributes.pop(migrate.SETTINGS_KEY, None)
 
 
 def build_engine() -> sa.Engine:
-    """An engine from ``-x workspace``, ``$TINYCORTEX_WORKSPACE`` or ``sqlalchemy.url``."""
-    workspace = context.get_x_argument(as_dictionary=True).get("workspace") or os.environ.get(
-        "TINYCORTEX_WORKSPACE"
-    )
+    """An engine from ``-x workspace``, ``$TINYCORTEX_WORKSPACE``, ``-x url`` or ``sqlalchemy.url``."""
+    x = context.get_x_argument(as_dictionary=True)
+    workspace = x.get("workspace") or os.environ.get("TINYCORTEX_WORKSPACE")
     if workspace:
         import tinycortex_sa
 
         return tinycortex_sa.create_engine(workspace)
-    url = config.get_main_option("sqlalchemy.url")
+    url = x.get("url") or config.get_main_option("sqlalchemy.url")
+    if url and sa.make_url(url).get_backend_name() == "postgresql":
+        from tinycortex_sa import postgres
+
+        return postgres.create_engine(url, schema=x.get("schema") or os.environ.get("TINYCORTEX_PG_SCHEMA"))
     if not url:
         from alembic.util import CommandError  # Alembic's command line prints it as one line
 

@@ -205,6 +205,14 @@ class SearchUnavailableError(TinyCortexError, ImportError):
     """Similarity search needs numpy, an optional extra: ``pip install tinycortex_sa[vectors]``."""
 
 
+class PostgresUnavailableError(TinyCortexError, ImportError):
+    """The PostgreSQL parts need the ``postgres`` extra: ``pip install 'tinycortex_sa[postgres]'``."""
+
+
+class SyncError(TinyCortexError):
+    """A sync to PostgreSQL was refused or could not finish; nothing half-applied stays behind."""
+
+
 class QueryVectorError(TinyCortexError, ValueError):
     """The query vector of a similarity search cannot be compared (the subclasses say why)."""
 

@@ -5,6 +5,8 @@ text, character for character, so ``sqlite_master`` of a database built here
 matches one the Rust core built (columns that 0.1.1 adds by ``ALTER TABLE``
 come in revision 0002).  ``IF NOT EXISTS`` makes this revision a no-op on a
 database the Rust core already created, which is how such a file is adopted.
+On PostgreSQL the same text runs with its column types renamed
+(:mod:`tinycortex_sa.schema.portable`).
 
 Revision ID: 0001_base_schema
 Revises:
@@ -14,6 +16,8 @@ Create Date: 2025-11-26
 from __future__ import annotations
 
 from alembic import op
+
+from tinycortex_sa.schema.portable import for_postgresql, is_postgresql
 
 revision: str = "0001_base_schema"
 down_revision: str | None = None
@@ -310,12 +314,13 @@ CREATE INDEX IF NOT EXISTS idx_mcp_writes_tool
 def upgrade() -> None:
     """Create whatever tables and indexes of the base schema do not exist yet."""
     bind = op.get_bind()
+    translate = for_postgresql if is_postgresql(bind) else str
     for statement in DDL:
-        bind.exec_driver_sql(statement)
+        bind.exec_driver_sql(translate(statement))
 
 
 def downgrade() -> None:
     """Drop the fifteen tables (children first); their indexes go with them."""
     bind = op.get_bind()
     for table in reversed(TABLES):
-        bind.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        bind.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")  # no rows reference a dropped child

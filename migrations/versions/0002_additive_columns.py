@@ -4,6 +4,8 @@ Each step is the Rust core's own ``ALTER TABLE … ADD COLUMN`` text and is
 skipped where the column already exists (databases older than 0.1.1 have some,
 all or none of them), so ``sqlite_master`` ends up character for character like
 the Rust core's.  The two indexes on the new columns follow their columns.
+On PostgreSQL the declarations' types are renamed
+(:mod:`tinycortex_sa.schema.portable`).
 
 Revision ID: 0002_additive_columns
 Revises: 0001_base_schema
@@ -13,7 +15,8 @@ Create Date: 2025-11-26
 from __future__ import annotations
 
 from alembic import op
-from sqlalchemy.engine import Connection
+
+from tinycortex_sa.schema.portable import declaration_for_postgresql, has_column, is_postgresql
 
 revision: str = "0002_additive_columns"
 down_revision: str | None = "0001_base_schema"
@@ -57,20 +60,17 @@ IN_BASE: frozenset[tuple[str, str]] = frozenset(
 INDEXES: tuple[str, ...] = ("idx_mem_tree_chunks_lifecycle", "idx_mem_tree_summaries_doc_version")
 
 
-def has_column(bind: Connection, table: str, column: str) -> bool:
-    """Whether ``table`` has ``column`` (names come from the fixed lists above)."""
-    rows = bind.exec_driver_sql(f"PRAGMA table_info({table})").fetchall()
-    return any(row[1] == column for row in rows)
-
-
 def upgrade() -> None:
     """Add each missing column and create the two indexes, in contract order."""
     bind = op.get_bind()
+    postgresql = is_postgresql(bind)
     for step in STEPS:
         if isinstance(step, str):
             bind.exec_driver_sql(step)
             continue
         table, column, declaration = step
+        if postgresql:
+            declaration = declaration_for_postgresql(declaration)
         if not has_column(bind, table, column):
             bind.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 

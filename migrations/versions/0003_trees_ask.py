@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from tinycortex_sa.schema.portable import has_column
+
 revision: str = "0003_trees_ask"
 down_revision: str | None = "0002_additive_columns"
 branch_labels: str | None = None
@@ -19,8 +21,7 @@ depends_on: str | None = None
 
 
 def _has_ask() -> bool:
-    rows = op.get_bind().exec_driver_sql("PRAGMA table_info(mem_tree_trees)").fetchall()
-    return any(row[1] == "ask" for row in rows)
+    return has_column(op.get_bind(), "mem_tree_trees", "ask")
 
 
 def upgrade() -> None:

@@ -19,6 +19,7 @@ import time
 from alembic import op
 
 from tinycortex_sa.errors import IrreversibleMigrationError
+from tinycortex_sa.schema.portable import is_postgresql
 from tinycortex_sa.schema.progress import report
 from tinycortex_sa.schema.upgrade import current_data_settings
 
@@ -40,6 +41,8 @@ _FITS = "length(CAST(embedding AS BLOB)) = ?"
 def upgrade() -> None:
     """Copy the legacy blobs that match the configured dimension, then set user_version 1."""
     bind = op.get_bind()
+    if is_postgresql(bind):
+        return  # a data migration of the Rust core's files: PostgreSQL receives data already migrated
     if int(bind.exec_driver_sql("PRAGMA user_version").scalar() or 0) >= 1:
         report("legacy embeddings: user_version >= 1, already migrated; nothing to do")
         return

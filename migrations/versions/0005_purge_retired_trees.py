@@ -27,6 +27,7 @@ from alembic import context, op
 
 from tinycortex_sa.errors import IrreversibleMigrationError
 from tinycortex_sa.schema import purge
+from tinycortex_sa.schema.portable import is_postgresql
 from tinycortex_sa.schema.progress import report
 from tinycortex_sa.schema.upgrade import current_data_settings
 
@@ -59,6 +60,8 @@ def upgrade() -> None:
     transaction of its own); otherwise the next open through the library does.
     """
     bind = op.get_bind()
+    if is_postgresql(bind):
+        return  # a data migration of the Rust core's files: PostgreSQL receives data already migrated
     if int(bind.exec_driver_sql("PRAGMA user_version").scalar() or 0) >= purge.PURGED:
         report("retired trees: user_version >= 2, already purged; nothing to do")
         return

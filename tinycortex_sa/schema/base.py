@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy import REAL, Integer, LargeBinary, Text, text
+from sqlalchemy import REAL, BigInteger, Double, Integer, LargeBinary, Text, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.mutable import MutableDict, MutableList
 from sqlalchemy.orm import DeclarativeBase, Mapper
@@ -35,9 +35,18 @@ class Base(DeclarativeBase):
     Single-column text primary keys are declared ``nullable=True`` because that
     is what the Rust core's ``id TEXT PRIMARY KEY`` means in SQLite (``PRAGMA
     table_info`` reports ``notnull = 0``), and ``alembic check`` compares it.
+
+    On PostgreSQL the same models map SQLite's 64-bit ``INTEGER`` to ``BIGINT``
+    and its 8-byte ``REAL`` to ``DOUBLE PRECISION`` (PostgreSQL's ``integer``
+    and ``real`` are 4 bytes): see ``docs/scaling.md``.
     """
 
-    type_annotation_map: ClassVar[dict[Any, Any]] = {str: Text, int: Integer, float: REAL, bytes: LargeBinary}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        str: Text,
+        int: Integer().with_variant(BigInteger(), "postgresql"),
+        float: REAL().with_variant(Double(), "postgresql"),
+        bytes: LargeBinary,
+    }
 
 
 class HasVector:

@@ -23,6 +23,8 @@ from .version import CHUNK_TABLES, RUST_STORE_INDEXES, RUST_STORE_TABLES
 
 #: The chunk DB's own version table (an application's environment uses another name).
 CHUNK_DB_VERSION_TABLE = "alembic_version"
+#: On PostgreSQL, the per-model HNSW indexes (made for the models found, not by a revision) start so.
+VECTOR_INDEX_PREFIX = "tcsa_hnsw_"
 
 
 def _table_name(obj: Any, name: str | None, type_: str) -> str | None:
@@ -33,7 +35,9 @@ def _table_name(obj: Any, name: str | None, type_: str) -> str | None:
 
 
 def _is_rust_store(obj: Any, name: str | None, type_: str) -> bool:
-    if type_ == "index" and name in RUST_STORE_INDEXES:
+    if type_ == "index" and name is not None and (
+        name in RUST_STORE_INDEXES or name.startswith(VECTOR_INDEX_PREFIX)
+    ):
         return True
     return _table_name(obj, name, type_) in RUST_STORE_TABLES
 

@@ -13,9 +13,23 @@ from typing import Any
 
 from sqlalchemy import LargeBinary, Text
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from ..errors import VectorDimensionError
+from ..errors import PostgresUnavailableError, VectorDimensionError
+
+#: What to install for the PostgreSQL parts (psycopg 3 and pgvector's package).
+POSTGRES_EXTRA = "pip install 'tinycortex_sa[postgres]'"
+
+
+def pgvector_type(dim: int | None = None) -> TypeEngine[Any]:
+    """pgvector's SQLAlchemy ``VECTOR`` type, imported on first use (the ``postgres`` extra)."""
+    try:
+        from pgvector.sqlalchemy import VECTOR
+    except ImportError as err:
+        raise PostgresUnavailableError(
+            f"the PostgreSQL parts of tinycortex_sa need pgvector's package ({err}): {POSTGRES_EXTRA}"
+        ) from err
+    return VECTOR(dim)
 
 
 def pack_vector(values: Sequence[float]) -> bytes:
@@ -34,22 +48,34 @@ class Vector(TypeDecorator[Sequence[float]]):
     """A BLOB of little-endian float32 values, seen from Python as a tuple of floats.
 
     The dimension is checked against the row's ``dim`` column by the models
-    (a type cannot see other columns).
+    (a type cannot see other columns).  On PostgreSQL the column is pgvector's
+    ``vector`` (float32 too, no fixed dimension: one table holds every model's
+    vectors; the per-model HNSW indexes cast to ``vector(dim)``), through the
+    ``pgvector`` package of the ``postgres`` extra.
     """
 
     impl = LargeBinary
     cache_ok = True
 
-    def process_bind_param(self, value: Sequence[float] | None, dialect: Dialect) -> bytes | None:
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(pgvector_type())
+        return dialect.type_descriptor(LargeBinary())
+
+    def process_bind_param(self, value: Sequence[float] | None, dialect: Dialect) -> Any:
         if value is None:
             return None
         if isinstance(value, (bytes, bytearray, memoryview)):
             raise TypeError("Vector columns take a sequence of floats, not bytes")
+        if dialect.name == "postgresql":
+            return [float(x) for x in value]
         return pack_vector(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> tuple[float, ...] | None:
         if value is None:
             return None
+        if dialect.name == "postgresql":
+            return tuple(float(x) for x in value)  # pgvector's type decodes to float32 values
         return unpack_vector(bytes(value))
 
 
