@@ -5,7 +5,8 @@ The database comes from, in order: a connection (or engine) handed in through
 applications, pytest-alembic), ``-x workspace=PATH``, ``$TINYCORTEX_WORKSPACE``, ``-x url=URL``, then
 ``sqlalchemy.url`` in ``alembic.ini``.  A ``postgresql://`` URL builds the schema
 on PostgreSQL, in the schema ``-x schema=NAME`` (else ``$TINYCORTEX_PG_SCHEMA``,
-else PostgreSQL's default), through :func:`tinycortex_sa.postgres.create_engine`.  A connection handed in is used as is
+else PostgreSQL's default), through :func:`tinycortex_sa.postgres.create_engine`.
+A connection handed in is used as is
 (its open transaction, if any, becomes the migration's); otherwise the
 engine's connection is opened with the automatic upgrade switched off, so that
 ``alembic current`` or ``downgrade`` see its schema as it is.  The data
@@ -29,7 +30,7 @@ from tinycortex_sa.connection import registry
 from tinycortex_sa.engine import reflection
 from tinycortex_sa.models import Base
 from tinycortex_sa.options import DEFAULTS, Options
-from tinycortex_sa.schema import filters, progress, purge
+from tinycortex_sa.schema import filters, portable, progress, purge
 from tinycortex_sa.schema import upgrade as migrate
 
 config = context.config
@@ -84,6 +85,11 @@ def run_on(connection: Connection) -> None:
     interrupted run left aside is left to the next open through the library.
     """
     postgresql = connection.dialect.name == "postgresql"  # the data migrations are no-ops there
+    if postgresql:
+        from tinycortex_sa import postgres
+
+        postgres.require_driver()  # pgvector's type, for reflection
+        postgres.prepare(connection)  # the extension and the workspace schema
     _reflect_fk_actions(connection)
     settings = None if postgresql else _settings_for(connection)
     own_transaction = not connection.in_transaction()
@@ -101,6 +107,7 @@ def run_on(connection: Connection) -> None:
             compare_server_default=True,
             # progress of tinycortex_sa's own upgrades (schema.upgrade.reporting)
             on_version_apply=config.attributes.get(progress.ON_VERSION_APPLY_KEY),
+            process_revision_directives=portable.primary_key_nullability,
         )
         try:
             with context.begin_transaction():

@@ -453,6 +453,7 @@ def _nearest(
     k: int,
     model_signature: str,
     where: sa.ColumnElement[bool] | None,
+    exact: bool = False,
 ) -> list[tuple[M, float]]:
     _require_numpy()
     import numpy as np
@@ -464,6 +465,11 @@ def _nearest(
     if session.autoflush:
         session.flush()  # the session's pending rows count, as they would for any query
     conn = session.connection(bind_arguments={"mapper": model})
+    if conn.dialect.name == "postgresql":  # pgvector does the ranking there
+        from .postgres.vectors import nearest as nearest_postgres
+
+        q = _query_vector(vector, _signature_dim(model_signature))
+        return nearest_postgres(session, model, q.tolist(), k, model_signature, where, exact)
     database = conn.engine.url.database
     path = os.path.abspath(database) if database and database != ":memory:" else f"memory:{id(conn.engine)}"
     entry = _entry(path, _TABLES[model], model_signature)
@@ -522,6 +528,7 @@ def nearest_chunks(
     k: int = 10,
     model_signature: str = DEFAULT_MODEL_SIGNATURE,
     where: sa.ColumnElement[bool] | None = None,
+    exact: bool = False,
 ) -> list[tuple[Chunk, float]]:
     """The ``k`` chunks whose embeddings under ``model_signature`` are most similar to ``vector``.
 
@@ -538,8 +545,13 @@ def nearest_chunks(
     :class:`~tinycortex_sa.errors.NonFiniteVectorError` or
     :class:`~tinycortex_sa.errors.ZeroVectorError` for a query vector that
     cannot be compared, :class:`~tinycortex_sa.errors.OptionError` for ``k < 1``.
+
+    On a PostgreSQL session (:mod:`tinycortex_sa.postgres`) pgvector ranks:
+    through the model's HNSW index (approximate; ``hnsw.ef_search`` is set to
+    100 for the transaction), or exactly with ``exact=True``.  On SQLite the
+    search is always exact and ``exact`` changes nothing.
     """
-    return _nearest(session, Chunk, vector, k, model_signature, where)
+    return _nearest(session, Chunk, vector, k, model_signature, where, exact)
 
 
 def nearest_summaries(
@@ -549,10 +561,11 @@ def nearest_summaries(
     k: int = 10,
     model_signature: str = DEFAULT_MODEL_SIGNATURE,
     where: sa.ColumnElement[bool] | None = None,
+    exact: bool = False,
 ) -> list[tuple[Summary, float]]:
     """:func:`nearest_chunks` for summaries: ``(Summary, similarity)`` pairs, best first.
 
     Soft-deleted summaries are ranked like the others; ``where=Summary.deleted == 0``
     leaves them out.
     """
-    return _nearest(session, Summary, vector, k, model_signature, where)
+    return _nearest(session, Summary, vector, k, model_signature, where, exact)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from tinycortex_sa.schema.portable import for_postgresql, is_postgresql
+from tinycortex_sa.schema.portable import POSTGRES_AFTER_BASE, for_postgresql, is_postgresql
 
 revision: str = "0001_base_schema"
 down_revision: str | None = None
@@ -314,9 +314,11 @@ CREATE INDEX IF NOT EXISTS idx_mcp_writes_tool
 def upgrade() -> None:
     """Create whatever tables and indexes of the base schema do not exist yet."""
     bind = op.get_bind()
-    translate = for_postgresql if is_postgresql(bind) else str
+    postgresql = is_postgresql(bind)
     for statement in DDL:
-        bind.exec_driver_sql(translate(statement))
+        bind.exec_driver_sql(for_postgresql(statement) if postgresql else statement)
+    for statement in POSTGRES_AFTER_BASE if postgresql else ():
+        bind.exec_driver_sql(statement)
 
 
 def downgrade() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from .engine import create_engine, prepare, schema_for, schema_of
+from .engine import create_engine, prepare, require_driver, schema_for, schema_of
 from .mirror import CheckResult, SyncResult, TableCheck, TableSync, check, sync
 from .vectors import VectorIndex, ensure_vector_index, vector_indexes
 
@@ -28,6 +28,8 @@ __all__ = [
     "check",
     "create_engine",
     "ensure_vector_index",
+    "prepare",
+    "require_driver",
     "schema_for",
     "schema_of",
     "sync",

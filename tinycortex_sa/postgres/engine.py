@@ -31,7 +31,7 @@ _INSTALL = "pip install 'tinycortex_sa[postgres]'"
 def require_driver() -> None:
     """Refuse clearly when psycopg 3 or pgvector's package is not installed."""
     try:
-        import pgvector  # noqa: F401
+        import pgvector.sqlalchemy  # noqa: F401  (also lets reflection recognise the vector type)
         import psycopg  # noqa: F401
     except ImportError as err:
         raise PostgresUnavailableError(

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import marshal
 import math
+import os
 import sqlite3
 import struct
 import sys
@@ -64,10 +65,12 @@ BATCH = 5000
 STATE_TABLES = ("tcsa_sync_rows", "tcsa_sync_blocks", "tcsa_sync_source")
 _STATE_DDL = (
     "CREATE TABLE IF NOT EXISTS tcsa_sync_source (id INT PRIMARY KEY CHECK (id = 1), db_path TEXT NOT NULL, "
-    "synced_at TIMESTAMPTZ)",
-    "CREATE TABLE IF NOT EXISTS tcsa_sync_rows (tbl TEXT NOT NULL, key BYTEA NOT NULL, row_id BIGINT NOT NULL, "
+    "synced_at TIMESTAMPTZ, fingerprint BYTEA)",
+    "CREATE TABLE IF NOT EXISTS tcsa_sync_rows (tbl TEXT NOT NULL, key BYTEA NOT NULL, "
+    "row_id BIGINT NOT NULL, "
     "block BIGINT NOT NULL, digest BYTEA NOT NULL, held BOOLEAN NOT NULL DEFAULT false, "
     "PRIMARY KEY (tbl, key))",
+    "ALTER TABLE tcsa_sync_source ADD COLUMN IF NOT EXISTS fingerprint BYTEA",
     "CREATE INDEX IF NOT EXISTS tcsa_sync_rows_block ON tcsa_sync_rows (tbl, block)",
     "CREATE TABLE IF NOT EXISTS tcsa_sync_blocks (tbl TEXT NOT NULL, block BIGINT NOT NULL, "
     "digest BYTEA NOT NULL, PRIMARY KEY (tbl, block))",
@@ -119,7 +122,8 @@ class _Spec:
     def reading(self, present: set[str]) -> _Spec:
         """This spec with its SELECT for a file whose table has the columns ``present``."""
         parts = [
-            f'"{c}"' if c in present else f'{fill} AS "{c}"' for c, fill in zip(self.columns, self.fill, strict=True)
+            f'"{c}"' if c in present else f'{fill} AS "{c}"'
+            for c, fill in zip(self.columns, self.fill, strict=True)
         ]
         return replace(self, select=f"SELECT rowid, {', '.join(parts)} FROM {self.name}")
 
@@ -167,18 +171,6 @@ def _for_file(conn: sqlite3.Connection, db_path: Path, specs: list[_Spec]) -> li
 # ----------------------------------------------------------------------------- reading SQLite
 
 
-@dataclass
-class _Scan:
-    """One table's pass over SQLite: every row's fingerprint, grouped by block."""
-
-    spec: _Spec
-    blocks: dict[int, list[tuple[int, bytes, bytes]]] = field(default_factory=dict)
-    keys: set[bytes] = field(default_factory=set)
-    rows: int = 0
-    orphans: int = 0
-    null_keys: int = 0
-
-
 def _read_batches(conn: sqlite3.Connection, spec: _Spec) -> Iterator[list[tuple[Any, ...]]]:
     if not spec.select:
         return
@@ -192,28 +184,29 @@ def _read_batches(conn: sqlite3.Connection, spec: _Spec) -> Iterator[list[tuple[
         last = batch[-1][0]
 
 
-def _scan(conn: sqlite3.Connection, spec: _Spec, parent_keys: dict[str, set[bytes]]) -> _Scan:
-    scan = _Scan(spec)
-    parents = [(parent_keys[name], cols) for name, cols in spec.parents]
-    pk = spec.pk
+def _read_blocks(conn: sqlite3.Connection, spec: _Spec) -> Iterator[tuple[int, list[tuple[Any, ...]]]]:
+    """Every block of the table as ``(block, rows)``, rows as read (rowid first), in rowid order."""
+    pending: list[tuple[Any, ...]] = []
     for batch in _read_batches(conn, spec):
-        for row in batch:
-            scan.rows += 1
-            rowid = row[0]
-            values = row[1:]
-            key_values = tuple(values[i] for i in pk)
-            if None in key_values:
-                scan.null_keys += 1  # PostgreSQL's primary keys are NOT NULL: said in the summary
-                continue
-            if any(row_key(tuple(values[i] for i in cols)) not in keys for keys, cols in parents):
-                scan.orphans += 1
-                continue
-            key = marshal.dumps(key_values, 2)
-            scan.keys.add(key)
-            scan.blocks.setdefault(rowid // BLOCK, []).append(
-                (rowid, key, hashlib.blake2b(marshal.dumps(values, 2), digest_size=16).digest())
-            )
-    return scan
+        rows = pending + batch
+        start = 0
+        for i in range(1, len(rows)):
+            if rows[i][0] // BLOCK != rows[i - 1][0] // BLOCK:
+                yield rows[start][0] // BLOCK, rows[start:i]
+                start = i
+        pending = rows[start:]  # the last block may go on in the next batch
+    if pending:
+        yield pending[0][0] // BLOCK, pending
+
+
+def _block_hash(rows: list[tuple[Any, ...]]) -> bytes:
+    """The digest of a block as read: all its rows' rowids and values, in one pass of C code."""
+    return hashlib.blake2b(marshal.dumps(rows, 2), digest_size=16).digest()
+
+
+def _scan(conn: sqlite3.Connection, spec: _Spec) -> dict[int, bytes]:
+    """Pass 1: the digest of every block of the table."""
+    return {block: _block_hash(rows) for block, rows in _read_blocks(conn, spec)}
 
 
 # ----------------------------------------------------------------------------- results
@@ -311,6 +304,7 @@ class _Postgres:
         self.engine = engine
         self.sa_conn = engine.connect()
         self.conn: Any = self.sa_conn.connection.driver_connection
+        assert self.conn is not None
         self.conn.rollback()  # SQLAlchemy's connection is idle: work on the driver's directly
         self.conn.autocommit = False
         self._register_vector_dumper()
@@ -348,12 +342,16 @@ class _Postgres:
             self.conn.execute(
                 f"CREATE TEMP TABLE IF NOT EXISTS {name} (LIKE {spec.name}) ON COMMIT DELETE ROWS"
             )
+            self.conn.commit()  # no later rollback may take it away
             self._staged.add(name)
         return name
 
     def copy_rows(self, table: str, columns: Sequence[str], oids: Sequence[int], rows: Iterable[Any]) -> None:
         names = ", ".join(f'"{c}"' for c in columns)
-        with self.conn.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+        with (
+            self.conn.cursor() as cur,
+            cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy,
+        ):
             copy.set_types(list(oids))
             for row in rows:
                 copy.write_row(row)
@@ -374,49 +372,92 @@ def _prepare_state(pg: _Postgres, db_path: Path, schema: str, force: bool) -> No
         )
     elif row[0] != str(db_path):
         pg.conn.execute("UPDATE tcsa_sync_source SET db_path = %s", (str(db_path),))
-    pg.conn.execute("CREATE TEMP TABLE IF NOT EXISTS tcsa_stage_rows (LIKE tcsa_sync_rows) ON COMMIT DELETE ROWS")
+    pg.conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS tcsa_stage_rows (LIKE tcsa_sync_rows) ON COMMIT DELETE ROWS"
+    )
     pg.conn.commit()
 
 
 @dataclass
 class _Plan:
-    """One table's changes, from its scan and its state rows in the changed blocks."""
+    """One table's changes: its changed blocks as read now, diffed by key with their state rows."""
 
     spec: _Spec
-    scan: _Scan
-    changed: list[int]
+    rows: int = 0
+    changed: list[int] = field(default_factory=list)
+    # per changed block: (its digest as read, its rows' (rowid, key, digest)); None for NULL keys
+    blocks: dict[int, tuple[bytes, list[tuple[int, bytes | None, bytes]]]] = field(default_factory=dict)
     upserts: list[tuple[int, bytes]] = field(default_factory=list)  # (rowid, key)
     moves: list[tuple[bytes, int]] = field(default_factory=list)  # same digest, new rowid
     deletes: list[bytes] = field(default_factory=list)
+    known: set[bytes] = field(default_factory=set)  # keys PostgreSQL had in the changed blocks
+    unsealable: set[int] = field(default_factory=set)  # blocks with a row not sent as read
     sent: int = 0
-    held: int = 0
+    null_keys: int = 0
+    orphans: int = 0
 
 
-def _plan(pg: _Postgres, scan: _Scan) -> _Plan:
-    name = scan.spec.name
+def _ranges(blocks: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """Runs of consecutive blocks as ``(first, last)``."""
+    first = prev = blocks[0]
+    for b in blocks[1:]:
+        if b != prev + 1:
+            yield first, prev
+            first = b
+        prev = b
+    yield first, prev
+
+
+def _plan(pg: _Postgres, conn: sqlite3.Connection, spec: _Spec) -> _Plan:
+    name = spec.name
+    current = _scan(conn, spec)
+    plan = _Plan(spec)
     stored = dict(pg.conn.execute("SELECT block, digest FROM tcsa_sync_blocks WHERE tbl = %s", (name,)))
-    changed = sorted(
-        b for b in set(scan.blocks) | set(stored) if b not in stored or stored[b] != block_digest(scan.blocks.get(b, ()))
-    )
-    plan = _Plan(scan.spec, scan, changed)
-    if not changed:
+    pg.conn.rollback()
+    plan.changed = sorted(b for b in set(current) | set(stored) if stored.get(b) != current.get(b))
+    if not plan.changed:
         return plan
+    # pass 2: the changed blocks again, row by row (they may have moved on since pass 1: fine)
+    keys: set[bytes] = set()
+    if spec.select:
+        for first, last in _ranges(plan.changed):
+            rows = conn.execute(
+                spec.select + " WHERE rowid >= ? AND rowid < ? ORDER BY rowid",
+                (first * BLOCK, (last + 1) * BLOCK),
+            ).fetchall()
+            by_block: dict[int, list[tuple[Any, ...]]] = {}
+            for row in rows:
+                by_block.setdefault(row[0] // BLOCK, []).append(row)
+            for block, block_rows in by_block.items():
+                fingerprints: list[tuple[int, bytes | None, bytes]] = []
+                for row in block_rows:
+                    values = row[1:]
+                    key_values = spec.key(values)
+                    key = None if None in key_values else row_key(key_values)
+                    if key is not None:
+                        keys.add(key)
+                    fingerprints.append((row[0], key, row_digest(values)))
+                plan.blocks[block] = (_block_hash(block_rows), fingerprints)
     state: dict[bytes, tuple[int, bytes]] = {}
-    for first in range(0, len(changed), 1000):
+    for first in range(0, len(plan.changed), 1000):
         for key, row_id, digest in pg.conn.execute(
             "SELECT key, row_id, digest FROM tcsa_sync_rows WHERE tbl = %s AND block = ANY(%s)",
-            (name, changed[first : first + 1000]),
+            (name, plan.changed[first : first + 1000]),
         ):
             state[bytes(key)] = (row_id, bytes(digest))
-    for block in changed:
-        for rowid, key, digest in scan.blocks.get(block, ()):
+    pg.conn.rollback()
+    for block in plan.changed:
+        for rowid, key, digest in plan.blocks.get(block, (b"", []))[1]:
+            if key is None:
+                plan.null_keys += 1  # PostgreSQL's primary keys are NOT NULL: said in the summary
+                continue
             old = state.get(key)
             if old is None or old[1] != digest:
                 plan.upserts.append((rowid, key))
             elif old[0] != rowid:
                 plan.moves.append((key, rowid))
-    plan.deletes = [key for key in state if key not in scan.keys]
-    pg.conn.rollback()
+    plan.deletes = [key for key in state if key not in keys]
+    plan.known = set(state)
     return plan
 
 
@@ -461,79 +502,110 @@ def _upsert_sql(spec: _Spec, stage: str) -> str:
     return f"INSERT INTO {spec.name} ({names}) SELECT {names} FROM {stage} ON CONFLICT ({pk}) {action}"
 
 
-def _seal(pg: _Postgres, name: str, blocks: Sequence[int]) -> None:
-    """Write the digests of ``blocks`` from their state rows (in the transaction that finished them)."""
-    rows: dict[int, list[tuple[int, bytes, bytes]]] = {b: [] for b in blocks}
-    for block, row_id, key, digest in pg.conn.execute(
-        "SELECT block, row_id, key, digest FROM tcsa_sync_rows WHERE tbl = %s AND block = ANY(%s) "
-        "ORDER BY block, row_id",
-        (name, list(blocks)),
-    ):
-        rows[block].append((row_id, bytes(key), bytes(digest)))
-    sealed = [(name, b, block_digest(r)) for b, r in rows.items() if r]
+def _seal(pg: _Postgres, plan: _Plan, blocks: Sequence[int]) -> None:
+    """Write the digests of the ``blocks`` whose rows PostgreSQL now holds exactly as pass 2 read them.
+
+    In the transaction that finished them; a block with a row that was not
+    sent as read (changed since, gone, or waiting for its parent) gets no
+    digest, so the next sync examines it again.
+    """
+    sealed = [
+        (plan.spec.name, b, plan.blocks[b][0])
+        for b in blocks
+        if b in plan.blocks and b not in plan.unsealable
+    ]
     pg.copy_rows("tcsa_sync_blocks", ("tbl", "block", "digest"), (25, 20, 17), sealed)
 
 
 def _apply(
-    pg: _Postgres, sqlite_conn: sqlite3.Connection, plan: _Plan, present: dict[str, set[bytes]], say: Progress
+    pg: _Postgres, sqlite_conn: sqlite3.Connection, plan: _Plan, present: _Present, say: Progress
 ) -> None:
     """Send the upserts of ``plan`` block by block, sealing each group of blocks as it commits."""
     spec = plan.spec
     stage = pg.stage(spec)
     upsert = _upsert_sql(spec, stage)
+    expected = {
+        key: digest for block in plan.blocks.values() for _, key, digest in block[1] if key is not None
+    }
     by_block: dict[int, list[tuple[int, bytes]]] = {}
     for rowid, key in plan.upserts:
         by_block.setdefault(rowid // BLOCK, []).append((rowid, key))
-    moves = {key: rowid for key, rowid in plan.moves}
-    parents = [(present[name], cols) for name, cols in spec.parents]
+    moves_by_block: dict[int, list[tuple[bytes, int]]] = {}
+    for key, rowid in plan.moves:
+        moves_by_block.setdefault(rowid // BLOCK, []).append((key, rowid))
+    parents = [(present.keys(name), cols) for name, cols in spec.parents] if plan.upserts else []
     oids = pg.oids(spec)
-    group: list[int] = []
-    pending = 0
     done = 0
 
-    def flush() -> None:
-        nonlocal pending, done
+    def flush(group: list[int]) -> None:
+        nonlocal done
         wanted = [item for b in group for item in by_block.get(b, ())]
         found = _reread(sqlite_conn, spec, [rowid for rowid, _ in wanted])
-        data, state = [], []
+        data: list[Any] = []
+        state: list[tuple[str, bytes, int, int, bytes, bool | None]] = []
         for rowid, key in wanted:
             values = found.get(rowid)
-            if values is None or row_key(spec.key(values)) != key:
-                continue  # gone or replaced since the scan: the next sync sees it
+            digest = row_digest(values) if values is not None else b""
+            if values is None or row_key(spec.key(values)) != key or digest != expected[key]:
+                plan.unsealable.add(rowid // BLOCK)  # gone or changed since pass 2: the next sync sees it
+                if values is None or row_key(spec.key(values)) != key:
+                    continue
             if any(row_key(tuple(values[i] for i in cols)) not in keys for keys, cols in parents):
-                continue  # its parent did not make it into PostgreSQL: held back
-            digest = row_digest(values)
-            row = _for_postgres(spec, values)
-            if row is None:
-                plan.held += 1
-                state.append((spec.name, key, rowid, rowid // BLOCK, digest, True))
+                plan.orphans += 1  # its parent is not in PostgreSQL (yet): held back
+                plan.unsealable.add(rowid // BLOCK)
                 continue
-            data.append(row)
-            state.append((spec.name, key, rowid, rowid // BLOCK, digest, False))
-        for key, rowid in moves.items():
-            if rowid // BLOCK in group_set:
-                state.append((spec.name, key, rowid, rowid // BLOCK, b"", None))
-        if data:
-            pg.copy_rows(stage, spec.columns, oids, data)
-            pg.conn.execute(upsert)
-        _store_state(pg, state)
-        _seal(pg, spec.name, group)
+            row = _for_postgres(spec, values)
+            if row is not None:
+                data.append(row)
+            state.append((spec.name, key, rowid, rowid // BLOCK, digest, row is None))
+        for block in group:
+            state.extend(
+                (spec.name, key, rowid, block, b"", None) for key, rowid in moves_by_block.get(block, ())
+            )
+        if not (data and not any(s[1] in plan.known for s in state) and _insert(pg, spec, oids, data, state)):
+            if data:
+                pg.copy_rows(stage, spec.columns, oids, data)
+                pg.conn.execute(upsert)
+            _store_state(pg, state)
+        _seal(pg, plan, group)
         pg.conn.commit()
         plan.sent += len(data)
-        done += pending
-        pending = 0
-        say(f"{spec.name}: {done:,}/{len(plan.upserts):,} rows sent")
+        done += len(wanted)
+        if wanted:
+            say(f"{spec.name}: {done:,}/{len(plan.upserts):,} rows sent")
 
-    group_set: set[int] = set()
+    group: list[int] = []
+    pending = 0
     for block in plan.changed:
         group.append(block)
-        group_set.add(block)
         pending += len(by_block.get(block, ()))
         if pending >= BATCH:
-            flush()
-            group, group_set = [], set()
+            flush(group)
+            group, pending = [], 0
     if group:
-        flush()
+        flush(group)
+
+
+_STATE_COLUMNS = ("tbl", "key", "row_id", "block", "digest", "held")
+_STATE_OIDS = (25, 17, 20, 20, 17, 16)
+
+
+def _insert(pg: _Postgres, spec: _Spec, oids: Sequence[int], data: list[Any], state: list[Any]) -> bool:
+    """COPY rows PostgreSQL does not have straight into their tables (no staging); False if one is there.
+
+    Only tried for keys the state does not know; a key sent by an interrupted
+    earlier pass of a torn read can still be there, and then the savepoint is
+    rolled back and the rows go through the upsert.
+    """
+    from psycopg import errors
+
+    try:
+        with pg.conn.transaction():
+            pg.copy_rows(spec.name, spec.columns, oids, data)
+            pg.copy_rows("tcsa_sync_rows", _STATE_COLUMNS, _STATE_OIDS, state)
+    except errors.UniqueViolation:
+        return False
+    return True
 
 
 def _store_state(pg: _Postgres, state: list[tuple[Any, ...]]) -> None:
@@ -541,27 +613,33 @@ def _store_state(pg: _Postgres, state: list[tuple[Any, ...]]) -> None:
     full = [s for s in state if s[5] is not None]
     moved = [s for s in state if s[5] is None]
     if full:
-        pg.copy_rows("tcsa_stage_rows", ("tbl", "key", "row_id", "block", "digest", "held"), (25, 17, 20, 20, 17, 16), full)
+        pg.copy_rows("tcsa_stage_rows", _STATE_COLUMNS, _STATE_OIDS, full)
         pg.conn.execute(
             "INSERT INTO tcsa_sync_rows SELECT * FROM tcsa_stage_rows ON CONFLICT (tbl, key) DO UPDATE SET "
             "row_id = EXCLUDED.row_id, block = EXCLUDED.block, digest = EXCLUDED.digest, held = EXCLUDED.held"
         )
     for tbl, key, rowid, block, _, _ in moved:
         pg.conn.execute(
-            "UPDATE tcsa_sync_rows SET row_id = %s, block = %s WHERE tbl = %s AND key = %s", (rowid, block, tbl, key)
+            "UPDATE tcsa_sync_rows SET row_id = %s, block = %s WHERE tbl = %s AND key = %s",
+            (rowid, block, tbl, key),
         )
 
 
-def _present(pg: _Postgres, scan: _Scan) -> set[bytes]:
-    """The keys of ``scan``'s table that are in PostgreSQL now (for its children's foreign keys)."""
-    keys = {
-        bytes(k)
-        for (k,) in pg.conn.execute(
-            "SELECT key FROM tcsa_sync_rows WHERE tbl = %s AND NOT held", (scan.spec.name,)
-        )
-    }
-    pg.conn.rollback()
-    return keys
+class _Present:
+    """The keys of a parent table that PostgreSQL holds, loaded when a child first needs them."""
+
+    def __init__(self, pg: _Postgres) -> None:
+        self.pg = pg
+        self._keys: dict[str, set[bytes]] = {}
+
+    def keys(self, table: str) -> set[bytes]:
+        if table not in self._keys:
+            rows = self.pg.conn.execute(
+                "SELECT key FROM tcsa_sync_rows WHERE tbl = %s AND NOT held", (table,)
+            )
+            self._keys[table] = {bytes(k) for (k,) in rows}
+            self.pg.conn.rollback()
+        return self._keys[table]
 
 
 def _data_version(conn: sqlite3.Connection) -> int:
@@ -626,7 +704,9 @@ def sync(
 def _check_source(db_path: Path) -> None:
     what = files.not_regular(db_path)
     if what is not None:  # never opened: a FIFO would block
-        raise NotAFileError(f"{db_path} is {what}, not a database file; nothing was read or sent", path=db_path)
+        raise NotAFileError(
+            f"{db_path} is {what}, not a database file; nothing was read or sent", path=db_path
+        )
     if not db_path.is_file():
         raise DatabaseNotFoundError(
             f"no database at {db_path}: nothing to sync. Check the workspace path (the directory "
@@ -640,7 +720,9 @@ def _open_read_only(db_path: Path, busy_timeout: int) -> sqlite3.Connection:
         conn = driver.open_uri(db_path, "ro", busy_timeout)
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as err:
-        raise SyncError(f"{db_path}: cannot be read ({err}); nothing was sent. `tinycortex-sa doctor` says why") from err
+        raise SyncError(
+            f"{db_path}: cannot be read ({err}); nothing was sent. `tinycortex-sa doctor` says why"
+        ) from err
     return conn
 
 
@@ -654,45 +736,83 @@ def _run(
     pg: _Postgres, conn: sqlite3.Connection, specs: list[_Spec], say: Progress
 ) -> tuple[tuple[TableSync, ...], bool]:
     version = _data_version(conn)
+    fingerprint = _fingerprint(conn)
+    last = pg.conn.execute("SELECT fingerprint FROM tcsa_sync_source").fetchone()[0]
+    if fingerprint is not None and last is not None and bytes(last) == fingerprint:
+        # not one commit to the file since a sync that saw it whole: PostgreSQL holds it already
+        pg.conn.rollback()
+        return tuple(TableSync(s.name, _count(conn, s), 0, 0, _held(pg, s.name), 0) for s in specs), True
     plans: list[_Plan] = []
-    scanned_keys: dict[str, set[bytes]] = {}
     for spec in specs:
         say(f"scanning {spec.name}")
-        scan = _scan(conn, spec, scanned_keys)
-        scanned_keys[spec.name] = scan.keys
-        plans.append(_plan(pg, scan))
-    # invalidate every block about to change, in one transaction, before any of them does
+        plans.append(_plan(pg, conn, spec))
+    # invalidate every block about to change, and the file's fingerprint, before anything changes
+    pg.conn.execute("UPDATE tcsa_sync_source SET fingerprint = NULL")
     for plan in plans:
         if plan.changed:
             pg.conn.execute(
-                "DELETE FROM tcsa_sync_blocks WHERE tbl = %s AND block = ANY(%s)", (plan.spec.name, plan.changed)
+                "DELETE FROM tcsa_sync_blocks WHERE tbl = %s AND block = ANY(%s)",
+                (plan.spec.name, plan.changed),
             )
     pg.conn.commit()
     for plan in reversed(plans):  # children first
         if plan.deletes:
             say(f"{plan.spec.name}: deleting {len(plan.deletes):,} rows")
             _delete(pg, plan)
-    present: dict[str, set[bytes]] = {}
-    parent_tables = {name for spec in specs for name, _ in spec.parents}
+    present = _Present(pg)
     for plan in plans:  # parents first
         if plan.changed:
             _apply(pg, conn, plan, present, say)
-        if plan.spec.name in parent_tables:
-            present[plan.spec.name] = _present(pg, plan.scan)
-    held = dict(pg.conn.execute("SELECT tbl, count(*) FROM tcsa_sync_rows WHERE held GROUP BY tbl"))
-    pg.conn.rollback()
+            present._keys.pop(plan.spec.name, None)
+    settled = _data_version(conn) == version and not any(p.unsealable for p in plans)
+    if settled and fingerprint is not None:
+        pg.conn.execute("UPDATE tcsa_sync_source SET fingerprint = %s", (fingerprint,))
+        pg.conn.commit()
     tables = tuple(
         TableSync(
             table=p.spec.name,
-            rows=p.scan.rows,
+            rows=_count(conn, p.spec),
             sent=p.sent,
             deleted=len(p.deletes),
-            held_back=p.scan.orphans + p.scan.null_keys + int(held.get(p.spec.name, 0)),
+            held_back=p.orphans + p.null_keys + _held(pg, p.spec.name),
             changed_blocks=len(p.changed),
         )
         for p in plans
     )
-    return tables, _data_version(conn) == version
+    return tables, settled
+
+
+def _count(conn: sqlite3.Connection, spec: _Spec) -> int:
+    return int(conn.execute(f"SELECT count(*) FROM {spec.name}").fetchone()[0]) if spec.select else 0
+
+
+def _held(pg: _Postgres, table: str) -> int:
+    count = pg.conn.execute(
+        "SELECT count(*) FROM tcsa_sync_rows WHERE tbl = %s AND held", (table,)
+    ).fetchone()[0]
+    pg.conn.rollback()
+    return int(count)
+
+
+def _fingerprint(conn: sqlite3.Connection) -> bytes | None:
+    """The file's identity, size, mtime and SQLite's file change counter, read under a shared lock.
+
+    In rollback-journal mode (the chunk DB's) every commit by any connection
+    increments the counter in the header; a WAL-mode file does not keep it
+    up to date, so it has no fingerprint and is always scanned.
+    """
+    conn.execute("BEGIN")
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # takes the shared lock
+        path = conn.execute("PRAGMA database_list").fetchone()[2]
+        with open(path, "rb") as f:
+            header = f.read(100)
+            st = os.fstat(f.fileno())
+    finally:
+        conn.execute("COMMIT")
+    if len(header) < 100 or header[18] == 2:
+        return None
+    return struct.pack("<QQQQ", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) + header[24:28]
 
 
 # ----------------------------------------------------------------------------- check
@@ -751,7 +871,7 @@ def _sqlite_digests(conn: sqlite3.Connection, spec: _Spec) -> dict[bytes, bytes]
 
 
 def _from_vector_send(data: bytes | None) -> bytes | None:
-    """pgvector's binary form (dimension, unused, big-endian float32s) as the chunk DB's little-endian blob."""
+    """pgvector's binary form (dimension, unused, big-endian float32s) as a little-endian blob."""
     if data is None:
         return None
     values = array("f")
@@ -762,7 +882,10 @@ def _from_vector_send(data: bytes | None) -> bytes | None:
 
 
 def _postgres_digests(raw: Any, spec: _Spec) -> dict[bytes, bytes]:
-    columns = [f'vector_send("{c}")' if t == "VECTOR" else f'"{c}"' for c, t in zip(spec.columns, spec.pg_types, strict=True)]
+    columns = [
+        f'vector_send("{c}")' if t == "VECTOR" else f'"{c}"'
+        for c, t in zip(spec.columns, spec.pg_types, strict=True)
+    ]
     out = {}
     with raw.cursor(name=f"tcsa_check_{spec.name}") as cur:  # a server-side cursor: rows stream
         cur.itersize = READ_BATCH

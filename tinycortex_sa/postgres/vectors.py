@@ -135,7 +135,7 @@ def nearest(
     where: sa.ColumnElement[bool] | None,
     exact: bool,
 ) -> list[tuple[M, float]]:
-    """:func:`tinycortex_sa.nearest_chunks` on PostgreSQL: pgvector's cosine distance, HNSW unless ``exact``."""
+    """:func:`tinycortex_sa.nearest_chunks` on PostgreSQL: pgvector's cosine distance (HNSW unless exact)."""
     from pgvector.sqlalchemy import HALFVEC, VECTOR
 
     embedding: Any = ChunkEmbedding if model is Chunk else SummaryEmbedding
@@ -144,10 +144,10 @@ def nearest(
     kind = _kind(dim) or "vector"
     vtype: Any = HALFVEC(dim) if kind == "halfvec" else VECTOR(dim)
     stored = sa.cast(embedding.vector, vtype)
-    distance = stored.op("<=>", return_type=sa.Float)(sa.cast(sa.literal(list(query), VECTOR()), vtype))
+    distance: sa.ColumnElement[float] = stored.op("<=>", return_type=sa.Float)(sa.cast(sa.literal(list(query), VECTOR()), vtype))
     if exact:
         distance = distance + 0.0  # an expression the index does not provide: an exact scan
-    literal = sa.bindparam("m", model_signature, literal_execute=True)
+    literal: sa.BindParameter[str] = sa.bindparam("m", model_signature, literal_execute=True)
     statement = (
         sa.select(model, (1.0 - distance).label("similarity"))
         .join(embedding, owner == model.id)

@@ -35,8 +35,10 @@ def _table_name(obj: Any, name: str | None, type_: str) -> str | None:
 
 
 def _is_rust_store(obj: Any, name: str | None, type_: str) -> bool:
-    if type_ == "index" and name is not None and (
-        name in RUST_STORE_INDEXES or name.startswith(VECTOR_INDEX_PREFIX)
+    if (
+        type_ == "index"
+        and name is not None
+        and (name in RUST_STORE_INDEXES or name.startswith(VECTOR_INDEX_PREFIX))
     ):
         return True
     return _table_name(obj, name, type_) in RUST_STORE_TABLES

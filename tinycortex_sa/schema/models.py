@@ -209,6 +209,7 @@ class Job(Base):
             "dedupe_key",
             unique=True,
             sqlite_where=text("dedupe_key IS NOT NULL AND status IN ('ready', 'running')"),
+            postgresql_where=text("dedupe_key IS NOT NULL AND status IN ('ready', 'running')"),
         ),
     )
 
