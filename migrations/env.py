@@ -85,14 +85,16 @@ def run_on(connection: Connection) -> None:
     interrupted run left aside is left to the next open through the library.
     """
     postgresql = connection.dialect.name == "postgresql"  # the data migrations are no-ops there
+    own_transaction = not connection.in_transaction()
     if postgresql:
         from tinycortex_sa import postgres
 
         postgres.require_driver()  # pgvector's type, for reflection
         postgres.prepare(connection)  # the extension and the workspace schema
+        if own_transaction:
+            connection.commit()  # so that Alembic's transaction below is its own, and commits
     _reflect_fk_actions(connection)
     settings = None if postgresql else _settings_for(connection)
-    own_transaction = not connection.in_transaction()
     had = migrate.SETTINGS_KEY in config.attributes
     if settings is not None:
         config.attributes[migrate.SETTINGS_KEY] = settings

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import registry as _dialects
@@ -25,6 +25,8 @@ from .sqlite import codes, driver
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from .postgres import PgUpgradeResult
 
 # The same dialect the "sqlalchemy.dialects" entry point names, registered directly so that the
 # first create_engine() of a process does not scan every installed distribution's entry points
@@ -141,8 +143,16 @@ class UpgradeResult:
         return self.created or bool(self.applied)
 
 
-def upgrade(workspace: Workspace, **options: Any) -> UpgradeResult:
+@overload
+def upgrade(workspace: sa.URL, *, schema: str | None = None) -> PgUpgradeResult: ...
+@overload
+def upgrade(workspace: Workspace, **options: Any) -> UpgradeResult: ...
+def upgrade(workspace: Workspace | sa.URL, **options: Any) -> UpgradeResult | PgUpgradeResult:
     """Bring the workspace's chunk DB to Alembic head now, and say what was done.
+
+    Given a ``postgresql://`` URL (a string or a :class:`sqlalchemy.engine.URL`)
+    instead of a workspace, builds or upgrades the chunk-DB schema there, in
+    the schema named by the ``schema`` option: :func:`tinycortex_sa.postgres.upgrade`.
 
     The same code as the automatic migration at first open and ``tinycortex-sa
     upgrade`` (one ``BEGIN IMMEDIATE`` transaction, the pragmas, recovery), on
@@ -155,6 +165,13 @@ def upgrade(workspace: Workspace, **options: Any) -> UpgradeResult:
     with ``create=False`` a missing database is
     :class:`~tinycortex_sa.DatabaseNotFoundError`.
     """
+    if isinstance(workspace, sa.URL) or (isinstance(workspace, str) and workspace.startswith("postgresql")):
+        from . import postgres
+
+        unknown = sorted(set(options) - {"schema"})
+        if unknown:
+            raise OptionError(f"on PostgreSQL upgrade() takes one option, schema; got {', '.join(unknown)}")
+        return postgres.upgrade(workspace, schema=options.get("schema"))
     explicit = opts.parse(options) if options else {}
     path = db_path_for(workspace)
     if explicit.get("create") is False:

@@ -165,6 +165,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from .sync import cmd_sync as run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -236,6 +242,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--busy-timeout", dest="busy_timeout", metavar="MS", help="wait for other processes' locks"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress line, even on a terminal")
+    p = command(
+        "sync",
+        cmd_sync,
+        "Copy the database into PostgreSQL + pgvector, sending what changed since the last sync.",
+    )
+    p.add_argument("workspace", metavar="WORKSPACE")
+    p.add_argument("url", metavar="URL", help="postgresql://user@host/db (psycopg 3)")
+    p.add_argument("--schema", metavar="NAME", help="default: tc_<workspace folder>_<8 hex of its path>")
+    p.add_argument("--check", action="store_true", help="compare both sides instead (exit 1 if they differ)")
+    p.add_argument("--adopt", action="store_true", help="let a schema synced from a moved file take this one")
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.add_argument("--no-progress", action="store_true", help="no progress line, even on a terminal")
+    p.add_argument(
+        "--busy-timeout", dest="busy_timeout", metavar="MS", help="wait for other processes' locks"
+    )
     p = command(
         "demo", cmd_demo, "Open a workspace through two engines, write and read (what `make demo` runs)."
     )
