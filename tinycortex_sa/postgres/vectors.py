@@ -144,7 +144,9 @@ def nearest(
     kind = _kind(dim) or "vector"
     vtype: Any = HALFVEC(dim) if kind == "halfvec" else VECTOR(dim)
     stored = sa.cast(embedding.vector, vtype)
-    distance: sa.ColumnElement[float] = stored.op("<=>", return_type=sa.Float)(sa.cast(sa.literal(list(query), VECTOR()), vtype))
+    distance: sa.ColumnElement[float] = stored.op("<=>", return_type=sa.Float)(
+        sa.cast(sa.literal(list(query), VECTOR()), vtype)
+    )
     if exact:
         distance = distance + 0.0  # an expression the index does not provide: an exact scan
     literal: sa.BindParameter[str] = sa.bindparam("m", model_signature, literal_execute=True)
@@ -160,4 +162,4 @@ def nearest(
     session.execute(sa.text("SELECT set_config('hnsw.ef_search', :v, true)"), {"v": str(max(EF_SEARCH, k))})
     if where is not None:  # pgvector 0.8: keep scanning the index until k rows pass the filter
         session.execute(sa.text("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)"))
-    return [(obj, min(1.0, max(-1.0, float(sim)))) for obj, sim in session.execute(statement).tuples()]
+    return [(obj, min(1.0, max(-1.0, float(sim)))) for obj, sim in session.execute(statement)]
