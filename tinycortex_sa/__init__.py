@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         OpenError,
         OptionConflictError,
         OptionError,
+        PostgresUnavailableError,
         PragmaError,
         QueryDimensionError,
         QueryVectorError,
@@ -53,12 +54,14 @@ if TYPE_CHECKING:
         StatementBusyError,
         StatementDiskFullError,
         StatementMovedError,
+        SyncError,
         TinyCortexError,
         UnknownRevisionError,
         VectorDimensionError,
         ZeroVectorError,
     )
     from .options import Options
+    from .postgres import sync
     from .schema.filters import exclude_chunk_db_objects, include_chunk_db_objects
     from .search import nearest_chunks, nearest_summaries
 
@@ -66,6 +69,9 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     "nearest_chunks": ".search",
     "nearest_summaries": ".search",
+    "sync": ".postgres",
+    "PostgresUnavailableError": ".errors",
+    "SyncError": ".errors",
     "NonFiniteVectorError": ".errors",
     "QueryDimensionError": ".errors",
     "QueryVectorError": ".errors",
@@ -126,6 +132,7 @@ _SUBMODULES = frozenset(
         "errors",
         "models",
         "options",
+        "postgres",
         "schema",
         "search",
         "sqlite",
@@ -155,6 +162,7 @@ __all__ = [
     "OptionConflictError",
     "OptionError",
     "Options",
+    "PostgresUnavailableError",
     "PragmaError",
     "QueryDimensionError",
     "QueryVectorError",
@@ -166,6 +174,7 @@ __all__ = [
     "StatementBusyError",
     "StatementDiskFullError",
     "StatementMovedError",
+    "SyncError",
     "TinyCortexError",
     "UnknownRevisionError",
     "UpgradeResult",
@@ -181,6 +190,7 @@ __all__ = [
     "invalidate",
     "nearest_chunks",
     "nearest_summaries",
+    "sync",
     "upgrade",
     "with_connection",
 ]

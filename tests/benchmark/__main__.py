@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from . import aio, cold, reads, search, threads, webapp, writes
+from . import aio, cold, pgsync, reads, search, threads, webapp, writes
 from .core import FULL, QUICK, Row, Settings, fill_ratios, new_workspace
 from .report import judge, machine_info, render_markdown, render_text
 
@@ -44,6 +44,7 @@ def run(settings: Settings, root: Path, log: Callable[[str], None]) -> list[Row]
         ("web app", lambda: webapp.run(root, settings)),
         ("asyncio", lambda: aio.run(root, reads_ws, settings)),
         ("similarity search", lambda: search.run(root, settings)),
+        ("postgresql sync and search", lambda: pgsync.run(root, settings)),
     ]
     rows: list[Row] = []
     for name, section in sections:

@@ -84,6 +84,13 @@ TARGETS: tuple[Target, ...] = (
            "search_warm", "search_floor", 1.2, also=(("search_udf", "a Python cosine UDF in ORDER BY"),)),
     Target(13, "nearest_chunks, first query after another process added 1% more embeddings ≤ 2x warm",
            "search_after_append", "search_warm", 2.0),
+    Target(13, "sync, nothing changed, 100k chunks: ≤ 5% of the first full sync",
+           "pg_sync_unchanged", "pg_sync_first", 0.05,
+           also=(("pg_sync_first_data", "the first sync's data phase alone, without the HNSW build"),
+                 ("pg_sync_touched", "a sync after one unrelated row changed: the whole file scanned"))),
+    Target(13, "sync after 1% changed, 100k chunks: ≤ 10% of the first full sync",
+           "pg_sync_1pct", "pg_sync_first", 0.10,
+           also=(("pg_sync_first_data", "the first sync's data phase alone, without the HNSW build"),)),
 )  # fmt: skip
 
 

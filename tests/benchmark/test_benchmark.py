@@ -45,6 +45,9 @@ EXPECTED_ROWS = {
     # similarity search
     "search_floor", "search_warm", "search_where", "search_after_commit", "search_after_append",
     "search_cold", "search_udf", "search_floor_small", "search_udf_small",
+    # postgresql sync and search
+    "pg_sync_first", "pg_sync_first_data", "pg_sync_unchanged", "pg_sync_touched", "pg_sync_1pct",
+    "pg_numpy", "pg_sqlite_warm", "pg_query_hnsw", "pg_query_exact",
 }  # fmt: skip
 
 

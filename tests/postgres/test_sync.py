@@ -8,6 +8,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -261,3 +262,17 @@ def test_command_line_sync_and_check(tmp_path: Path, pg_url: str, pg_schema: str
     again = run("--no-progress")
     assert again.returncode == 0 and "1 deleted" in again.stdout
     assert run("--check").returncode == 0
+
+
+def test_one_sync_per_schema_at_a_time(tmp_path: Path, pg_url: str, pg_schema: str) -> None:
+    workspace = copy_fixture("rust-0.1.1-populated", tmp_path / "ws")
+    postgres.sync(workspace, pg_url, schema=pg_schema)
+    with raw_pg(pg_url) as holder:  # type: ignore[attr-defined]
+        holder.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"tcsa_sync:{pg_schema}",))
+        started = time.monotonic()
+        with pytest.raises(SyncError, match=r"another sync .* is running \(waited 0.5 s\)"):
+            postgres.sync(workspace, pg_url, schema=pg_schema, lock_wait=0.5)
+        assert 0.4 < time.monotonic() - started < 10
+        with pytest.raises(SyncError, match="another sync"):
+            postgres.sync(workspace, pg_url, schema=pg_schema, lock_wait=0)  # no wait at all
+    assert postgres.sync(workspace, pg_url, schema=pg_schema).sent == 0  # free again

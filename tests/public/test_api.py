@@ -111,6 +111,7 @@ PUBLIC = {
     "create_engine", "db_path_for",
     "exclude_chunk_db_objects", "include_chunk_db_objects",
     "invalidate", "with_connection",
+    "PostgresUnavailableError", "SyncError", "sync",
 }  # fmt: skip
 
 

@@ -59,6 +59,38 @@ REVIEWED: dict[tuple[str, str], str] = {
         "table and id-column names in _TABLES and a module constant; the model and rowid are bound"
         for name in ("structure_sql", "content_sql", "count_sql", "rows_sql")
     },
+    (
+        "migrations/versions/0001_base_schema.py",
+        "for_postgresql(statement)",
+    ): "DDL, a fixed tuple, with its type names renamed by a fixed mapping",
+    ("tinycortex_sa/postgres/engine.py", "schema"): "check_schema_name(): [a-z_][a-z0-9_]{0,62}, quoted",
+    (
+        "tinycortex_sa/postgres/engine.py",
+        "extra",
+    ): "pgvector's schema as pg_extension names it, double-quoted, or empty",
+    **{
+        ("tinycortex_sa/postgres/mirror.py", expression): "built from the models' metadata (table and "
+        "column names of Base.metadata, fixed) and placeholders; every value is bound"
+        for expression in (
+            "spec.name",
+            "columns",
+            "unnest",
+            "', '.join(columns)",
+            "name",
+            "sql",
+            "upsert",
+            "spec.select + f' WHERE rowid IN ({marks})'",
+            "spec.select + ' WHERE rowid >= ? AND rowid < ? ORDER BY rowid'",
+        )
+    },
+    (
+        "tinycortex_sa/postgres/vectors.py",
+        "ddl",
+    ): "index_ddl(): fixed table names, int dimensions, the model signature as an escaped literal",
+    (
+        "tinycortex_sa/postgres/vectors.py",
+        "statement",
+    ): "a SQLAlchemy select; the query vector is bound, the signature rendered by literal_execute",
 }
 
 

@@ -1,33 +1,31 @@
 """One-way incremental sync of a workspace's chunk DB into its PostgreSQL schema, and its check.
 
-Change detection reads the SQLite file only (no trigger, no table, no column
-added to it).  Every row is fingerprinted: its key is its primary key, its
-digest a BLAKE2b-128 of all its values; rows are grouped in blocks of
-:data:`BLOCK` rowids, and a block's digest covers the (rowid, key, digest) of
-its rows in rowid order.  PostgreSQL keeps, beside the copy and in the same
-transactions, what was sent: one state row per key (its rowid, block and
-digest) and one digest per block, recomputed from those state rows.  A sync:
+Change detection reads the SQLite file only: no trigger, table or column is
+added to it (``docs/scaling.md`` has the whole design).  In short:
 
-1. **scans** each table in rowid order, in short read statements (a writer
-   waits at most one batch), and compares block digests: a block whose
-   digest matches was not touched since it was sent;
-2. for the changed blocks, loads their state rows and diffs by key: a key
-   that is new or whose digest differs is sent (an ``UPDATE`` keeps the
-   rowid and changes the digest; ``INSERT OR REPLACE`` gives the row a new
-   rowid, so two blocks change), a key that is gone is deleted (cascades
-   included: the children's rows are gone from SQLite too);
-3. **applies** in PostgreSQL: deletes children first, then upserts parents
-   first (each row re-read from SQLite by rowid just before it is sent),
-   committing every :data:`BATCH` rows together with their state rows; a
-   block's digest is written only once all its changes are committed, and
-   dropped in the first transaction that touches it.
+0. if the file's identity, size, mtime and SQLite's file change counter equal
+   what the last *settled* sync saw, nothing was committed since: done;
+1. pass 1 reads each table in rowid order, in short read statements, and
+   hashes each block of :data:`BLOCK` rowids whole (SHA-256 over the marshal
+   of its rows); PostgreSQL keeps the digest of each block as last sent, so a
+   block whose digest matches has not changed;
+2. pass 2 reads the changed blocks again and fingerprints their rows one by
+   one (primary key, SHA-256 of the values), diffing them with the state
+   PostgreSQL keeps per key (rowid, block, digest): an ``UPDATE`` changes the
+   digest, ``INSERT OR REPLACE`` moves the key to a new rowid (two blocks
+   change), a delete leaves a key no changed block holds any more;
+3. the changes are applied, deletes children first, then upserts parents
+   first, each row re-read by rowid just before it is sent, :data:`BATCH`
+   rows per transaction together with their state rows; a block's digest is
+   written in the transaction that finishes it, and only if PostgreSQL then
+   holds every row of the block exactly as pass 2 read it; the first
+   transaction drops the digests of every block about to change.
 
-Killed at any point, PostgreSQL holds whole transactions only, and every
-block whose state moved has no digest, so the next run re-examines exactly
-those: nothing is sent twice, nothing is missed.  A child whose parent is
-not in this pass (a concurrent write between two batches, or an orphan left
-by a writer without ``foreign_keys``) is held back until its parent arrives,
-so PostgreSQL's foreign keys always hold.
+Killed at any point, PostgreSQL holds whole transactions only, and a block
+either has a digest that matches its content there or none and is examined
+again: nothing is sent twice, nothing is missed.  A child whose parent is
+not in PostgreSQL (an orphan, or a parent written between two reads) is held
+back until the parent arrives, so PostgreSQL's foreign keys always hold.
 """
 
 from __future__ import annotations
@@ -325,6 +323,8 @@ class _Postgres:
     def close(self) -> None:
         try:
             self.conn.rollback()
+            self.conn.execute("SELECT pg_advisory_unlock_all()")  # the connection may go back to a pool
+            self.conn.commit()
         finally:
             self.sa_conn.close()
 
@@ -352,7 +352,28 @@ class _Postgres:
                 copy.write_row(row)
 
 
-def _prepare_state(pg: _Postgres, db_path: Path, schema: str, force: bool) -> None:
+def _prepare_state(pg: _Postgres, db_path: Path, schema: str, force: bool, lock_wait: float) -> None:
+    # one sync per schema at a time: a session-level advisory lock, released by close().  A sync
+    # killed a moment ago may hold it until its server process finishes the statement it was in.
+    from psycopg import errors
+
+    name = f"tcsa_sync:{schema}"
+    try:
+        if lock_wait > 0:
+            pg.conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_wait * 1000)}ms",))
+            pg.conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (name,))
+            got = True
+        else:
+            got = pg.conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (name,)).fetchone()[0]
+    except errors.LockNotAvailable:
+        got = False
+    if not got:
+        pg.conn.rollback()
+        raise SyncError(
+            f"another sync into PostgreSQL schema {schema!r} is running (waited {lock_wait:g} s): nothing "
+            "was sent. Run again when it has finished"
+        )
+    pg.conn.commit()
     for ddl in _STATE_DDL:
         pg.conn.execute(ddl)
     row = pg.conn.execute("SELECT db_path FROM tcsa_sync_source").fetchone()
@@ -657,6 +678,7 @@ def sync(
     adopt: bool = False,
     progress: Progress | None = None,
     busy_timeout: int = 5000,
+    lock_wait: float = 30.0,
 ) -> SyncResult:
     """Copy the workspace's chunk DB into PostgreSQL, sending only what changed since the last sync.
 
@@ -669,7 +691,8 @@ def sync(
     Safe to kill at any moment: run it again.  ``schema`` defaults to
     :func:`~tinycortex_sa.postgres.schema_for` of the workspace; ``adopt``
     lets a schema that holds the copy of a file now elsewhere take this one
-    as its source.  A missing file is
+    as its source.  One sync per schema runs at a time: a second one waits up
+    to ``lock_wait`` seconds for the first to finish, then is refused.  A missing file is
     :class:`~tinycortex_sa.DatabaseNotFoundError`; a schema that holds another
     workspace's copy, or a server without pgvector, :class:`~tinycortex_sa.errors.SyncError`.
     """
@@ -689,7 +712,7 @@ def sync(
             pg_upgrade(engine)
             pg = _Postgres(engine)
             try:
-                _prepare_state(pg, db_path, schema, adopt)
+                _prepare_state(pg, db_path, schema, adopt, lock_wait)
                 tables, settled = _run(pg, conn, specs, say)
                 notes = ensure_vector_indexes(pg.conn, say)
                 pg.conn.execute("UPDATE tcsa_sync_source SET synced_at = now()")
