@@ -39,7 +39,7 @@ from .errors import (
     VectorDimensionError,
     ZeroVectorError,
 )
-from .schema.models import Chunk, Summary
+from .schema.models import Chunk, ChunkEmbedding, Summary, SummaryEmbedding
 
 if TYPE_CHECKING:
     import numpy as np
@@ -468,7 +468,9 @@ def _nearest(
     if conn.dialect.name == "postgresql":  # pgvector does the ranking there
         from .postgres.vectors import nearest as nearest_postgres
 
-        q = _query_vector(vector, _signature_dim(model_signature))
+        table = ChunkEmbedding if model is Chunk else SummaryEmbedding
+        stored = session.scalar(sa.select(table.dim).where(table.model_signature == model_signature).limit(1))
+        q = _query_vector(vector, stored if stored is not None else _signature_dim(model_signature))
         return nearest_postgres(session, model, q.tolist(), k, model_signature, where, exact)
     database = conn.engine.url.database
     path = os.path.abspath(database) if database and database != ":memory:" else f"memory:{id(conn.engine)}"
