@@ -178,3 +178,31 @@ def test_missing_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
 
     with pytest.raises(PostgresUnavailableError, match=r"tinycortex_sa\[postgres\]"):
         sa.Column("v", tinycortex_sa.schema.types.Vector()).type.dialect_impl(postgresql.dialect())
+
+
+def test_the_postgresql_parts_are_imported_only_when_used(tmp_path: Path) -> None:
+    script = (
+        "import sys, tinycortex_sa\n"
+        "from tinycortex_sa import postgres\n"  # the package itself imports no driver
+        f"engine = tinycortex_sa.create_engine({str(tmp_path / 'ws')!r})\n"
+        "engine.connect().close()\n"
+        "print(sorted(m for m in ('psycopg', 'pgvector', 'numpy') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_progress_is_reported_while_syncing(tmp_path: Path, pg_url: str, pg_schema: str) -> None:
+    import io
+
+    from tinycortex_sa.cli.sync import LiveLine
+
+    tinycortex_sa.upgrade(tmp_path / "ws")
+    stream = io.StringIO()
+    line = LiveLine(stream)
+    postgres.sync(tmp_path / "ws", pg_url, schema=pg_schema, progress=line)
+    line.clear()
+    painted = stream.getvalue()
+    assert "\r\x1b[2Kscanning mem_tree_chunks" in painted
+    assert painted.endswith("\r\x1b[2K")  # cleared at the end: the summary is printed on a clean line

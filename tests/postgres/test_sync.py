@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 import tinycortex_sa
 from tinycortex_sa import postgres
-from tinycortex_sa.errors import DatabaseNotFoundError, NotAFileError, SyncError
+from tinycortex_sa.errors import DatabaseNotFoundError, NotAFileError, OptionError, SyncError
 from tinycortex_sa.models import Chunk, ChunkEmbedding
 
 from .common import CHUNK_INSERT, assert_same, chunk_row, file_state, fill, rust_writer
@@ -276,3 +276,15 @@ def test_one_sync_per_schema_at_a_time(tmp_path: Path, pg_url: str, pg_schema: s
         with pytest.raises(SyncError, match="another sync"):
             postgres.sync(workspace, pg_url, schema=pg_schema, lock_wait=0)  # no wait at all
     assert postgres.sync(workspace, pg_url, schema=pg_schema).sent == 0  # free again
+
+
+def test_an_engine_is_synced_into_its_own_schema(tmp_path: Path, pg_url: str, pg_schema: str) -> None:
+    workspace = copy_fixture("rust-0.1.1-populated", tmp_path / "ws")
+    engine = postgres.create_engine(pg_url, schema=pg_schema)
+    try:
+        assert postgres.sync(workspace, engine).schema == pg_schema
+        with pytest.raises(OptionError, match="the engine works in"):
+            postgres.sync(workspace, engine, schema="another_one")
+    finally:
+        engine.dispose()
+    assert_same(_db(workspace), pg_url, pg_schema)

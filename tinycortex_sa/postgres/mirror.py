@@ -47,7 +47,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..connection.registry import Workspace, db_path_for
-from ..errors import DatabaseNotFoundError, NotAFileError, SyncError
+from ..errors import DatabaseNotFoundError, NotAFileError, OptionError, SyncError
 from ..schema.models import Base
 from ..schema.types import Vector
 from ..sqlite import driver, files
@@ -703,7 +703,7 @@ def sync(
     say = progress or (lambda _line: None)
     db_path = db_path_for(workspace)
     _check_source(db_path)
-    engine, own = _engine(url, schema or schema_for(db_path.parent.parent))
+    engine, own = _engine(url, schema or schema_for(db_path.parent.parent), schema is not None)
     schema = schema_of(engine) or "public"
     try:
         conn = _open_read_only(db_path, busy_timeout)
@@ -752,8 +752,13 @@ def _open_read_only(db_path: Path, busy_timeout: int) -> sqlite3.Connection:
     return conn
 
 
-def _engine(url: str | sa.URL | sa.Engine, schema: str) -> tuple[sa.Engine, bool]:
+def _engine(url: str | sa.URL | sa.Engine, schema: str, asked: bool) -> tuple[sa.Engine, bool]:
     if isinstance(url, sa.Engine):
+        if asked and schema_of(url) != schema:
+            raise OptionError(
+                f"schema={schema!r}, but the engine works in {schema_of(url) or 'the default schema'}: "
+                "pass a URL with schema=, or an engine of postgres.create_engine(url, schema=...)"
+            )
         return url, False
     return create_engine(url, schema=schema), True
 
@@ -949,7 +954,7 @@ def check(
     """
     db_path = db_path_for(workspace)
     _check_source(db_path)
-    engine, own = _engine(url, schema or schema_for(db_path.parent.parent))
+    engine, own = _engine(url, schema or schema_for(db_path.parent.parent), schema is not None)
     try:
         conn = _open_read_only(db_path, busy_timeout)
         pg = _Postgres(engine)
