@@ -58,10 +58,14 @@ def test_full_sync_of_a_fixture_is_row_for_row_equal_and_leaves_the_file_alone(
     assert (again.sent, again.deleted) == (0, 0)
 
 
-def test_a_wal_mode_file_is_synced_once_the_library_has_opened_it(
+def test_a_wal_mode_file_is_refused_untouched_then_synced_once_the_library_opened_it(
     tmp_path: Path, pg_url: str, pg_schema: str
 ) -> None:
     workspace = copy_fixture("rust-legacy-wal", tmp_path / "ws")
+    before = file_state(_db(workspace))  # chunks.db, -wal and -shm
+    with pytest.raises(SyncError, match=r"WAL mode .*\(tinycortex-sa upgrade "):
+        postgres.sync(workspace, pg_url, schema=pg_schema)
+    assert file_state(_db(workspace)) == before  # a reader would have rewritten the -shm
     tinycortex_sa.upgrade(workspace)  # checkpoints the -wal and switches to TRUNCATE, as any open does
     postgres.sync(workspace, pg_url, schema=pg_schema)
     assert assert_same(_db(workspace), pg_url, pg_schema)["mem_tree_chunks"] == 40

@@ -739,6 +739,13 @@ def _check_source(db_path: Path) -> None:
             "holding memory_tree/chunks.db)",
             path=db_path,
         )
+    if files.read_header(db_path).wal_mode:  # even a read-only reader rewrites a WAL file's -shm
+        raise SyncError(
+            f"{db_path} is in WAL mode (an older release left it so): nothing was read or sent. Open it "
+            f"once through the library (tinycortex-sa upgrade {db_path.parent.parent}), which checkpoints "
+            "it and switches it to the Rust core's TRUNCATE journal; the sync then reads it without "
+            "changing a byte"
+        )
 
 
 def _open_read_only(db_path: Path, busy_timeout: int) -> sqlite3.Connection:
@@ -828,9 +835,9 @@ def _held(pg: _Postgres, table: str) -> int:
 def _fingerprint(conn: sqlite3.Connection) -> bytes | None:
     """The file's identity, size, mtime and SQLite's file change counter, read under a shared lock.
 
-    In rollback-journal mode (the chunk DB's) every commit by any connection
-    increments the counter in the header; a WAL-mode file does not keep it
-    up to date, so it has no fingerprint and is always scanned.
+    In rollback-journal mode (the chunk DB's; the sync refuses a WAL-mode
+    file) every commit by any connection increments the counter in the
+    header.  None if the header says otherwise (the file is then scanned).
     """
     conn.execute("BEGIN")
     try:
