@@ -196,7 +196,7 @@ def test_the_postgresql_parts_are_imported_only_when_used(tmp_path: Path) -> Non
 def test_progress_is_reported_while_syncing(tmp_path: Path, pg_url: str, pg_schema: str) -> None:
     import io
 
-    from tinycortex_sa.cli.sync import LiveLine
+    from tinycortex_sa.cli.progress import LiveLine
 
     tinycortex_sa.upgrade(tmp_path / "ws")
     stream = io.StringIO()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import copy_fixture
+from helpers import copy_fixture, db_file
 from sqlalchemy.orm import Session
 
 import tinycortex_sa
@@ -34,8 +34,7 @@ FIXTURES = [
 ]
 
 
-def _db(workspace: Path) -> Path:
-    return workspace / "memory_tree" / "chunks.db"
+_db = db_file
 
 
 def _by_table(result: postgres.SyncResult) -> dict[str, postgres.TableSync]:

@@ -15,27 +15,21 @@ from typing import TextIO
 from .. import backups
 from ..options import parse
 from .inspect import database_of
-
-_CLEAR = "\r\x1b[2K"
+from .progress import LiveLine
 
 
 class PagesLine:
     """A live ``backing up SOURCE: copied/total pages`` line on ``stream``."""
 
     def __init__(self, stream: TextIO, source: Path) -> None:
-        self.stream = stream
+        self.line = LiveLine(stream)
         self.source = source
-        self.painted = False
 
     def __call__(self, copied: int, total: int) -> None:
-        self.stream.write(f"{_CLEAR}backing up {self.source}: {copied}/{total} pages")
-        self.stream.flush()
-        self.painted = True
+        self.line(f"backing up {self.source}: {copied}/{total} pages")
 
     def clear(self) -> None:
-        if self.painted:
-            self.stream.write(_CLEAR)
-            self.stream.flush()
+        self.line.clear()
 
 
 def run(workspace: str, dest: str, busy_timeout: str | None, stream: TextIO, live: bool) -> str:

@@ -23,6 +23,24 @@ from ..schema.version import REVISIONS
 _CLEAR = "\r\x1b[2K"
 
 
+class LiveLine:
+    """One terminal line, repainted in place at each call and cleared at the end."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.painted = False
+
+    def __call__(self, text: str) -> None:
+        self.stream.write(f"{_CLEAR}{text}"[:200])
+        self.stream.flush()
+        self.painted = True
+
+    def clear(self) -> None:
+        if self.painted:
+            self.stream.write(_CLEAR)
+            self.stream.flush()
+
+
 class Progress:
     """A listener for :class:`~tinycortex_sa.schema.progress.UpgradeEvent`\\ s that writes progress output."""
 

@@ -12,35 +12,16 @@ import argparse
 import dataclasses
 import json
 import sys
-from typing import Any, TextIO
+from typing import Any
 
 from ..errors import CliError
-
-_CLEAR = "\r\x1b[2K"
+from .progress import LiveLine
 
 
 class Differs(CliError):
     """``sync --check`` found differences: exit status 1."""
 
     exit_code = 1
-
-
-class LiveLine:
-    """The sync's progress messages, each replacing the last, on one terminal line."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.painted = False
-
-    def __call__(self, message: str) -> None:
-        self.stream.write(f"{_CLEAR}{message}"[:200])
-        self.stream.flush()
-        self.painted = True
-
-    def clear(self) -> None:
-        if self.painted:
-            self.stream.write(_CLEAR)
-            self.stream.flush()
 
 
 def _summary(result: Any) -> list[str]:
