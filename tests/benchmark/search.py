@@ -83,8 +83,15 @@ def sizes(settings: Settings) -> tuple[int, int, int]:
     return (2_000, 200, 64) if settings.quick else (100_000, 10_000, 768)
 
 
-def _fill(workspace: Path, start: int, n: int, dim: int) -> None:
-    """``n`` chunks from ``chunk-{start}``, each with a random vector, in one transaction."""
+Vectors = Callable[[np.random.Generator, int, int], np.ndarray]
+
+
+def _gaussian(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
+    return rng.standard_normal((count, dim), dtype=np.float32)
+
+
+def _fill(workspace: Path, start: int, n: int, dim: int, make: Vectors = _gaussian) -> None:
+    """``n`` chunks from ``chunk-{start}``, each with a vector from ``make``, in one transaction."""
     rng = np.random.default_rng(start)
 
     def write(conn: sqlite3.Connection) -> None:
@@ -92,7 +99,7 @@ def _fill(workspace: Path, start: int, n: int, dim: int) -> None:
         for first in range(start, start + n, _BLOCK):
             count = min(_BLOCK, start + n - first)
             conn.executemany(INSERT_SQL, [chunk_tuple(r) for r in chunk_dicts("chunk", count, first)])
-            vectors = rng.standard_normal((count, dim), dtype=np.float32)
+            vectors = make(rng, count, dim)
             conn.executemany(
                 _EMBEDDING_SQL,
                 ((f"chunk-{first + i:06d}", SIG, vectors[i].tobytes(), dim, 1.0) for i in range(count)),
