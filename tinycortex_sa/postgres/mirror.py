@@ -407,7 +407,6 @@ class _Plan:
     """One table's changes: its changed blocks as read now, diffed by key with their state rows."""
 
     spec: _Spec
-    rows: int = 0
     changed: list[int] = field(default_factory=list)
     # per changed block: (its digest as read, its rows' (rowid, key, digest)); None for NULL keys
     blocks: dict[int, tuple[bytes, list[tuple[int, bytes | None, bytes]]]] = field(default_factory=dict)
@@ -665,6 +664,9 @@ class _Present:
             self.pg.conn.rollback()
         return self._keys[table]
 
+    def forget(self, table: str) -> None:
+        self._keys.pop(table, None)
+
 
 def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
@@ -801,7 +803,7 @@ def _run(
     for plan in plans:  # parents first
         if plan.changed:
             _apply(pg, conn, plan, present, say)
-            present._keys.pop(plan.spec.name, None)
+            present.forget(plan.spec.name)  # its keys changed: load them again when a child asks
     settled = _data_version(conn) == version and not any(p.unsealable for p in plans)
     if settled and fingerprint is not None:
         pg.conn.execute("UPDATE tcsa_sync_source SET fingerprint = %s", (fingerprint,))
