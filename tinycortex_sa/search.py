@@ -39,7 +39,7 @@ from .errors import (
     VectorDimensionError,
     ZeroVectorError,
 )
-from .schema.models import Chunk, ChunkEmbedding, Summary, SummaryEmbedding
+from .schema.models import Chunk, Summary
 
 if TYPE_CHECKING:
     import numpy as np
@@ -466,9 +466,10 @@ def _nearest(
         session.flush()  # the session's pending rows count, as they would for any query
     conn = session.connection(bind_arguments={"mapper": model})
     if conn.dialect.name == "postgresql":  # pgvector does the ranking there
+        from .postgres.vectors import embedding_model
         from .postgres.vectors import nearest as nearest_postgres
 
-        table = ChunkEmbedding if model is Chunk else SummaryEmbedding
+        table = embedding_model(model)
         stored = session.scalar(sa.select(table.dim).where(table.model_signature == model_signature).limit(1))
         q = _query_vector(vector, stored if stored is not None else _signature_dim(model_signature))
         return nearest_postgres(session, model, q.tolist(), k, model_signature, where, exact)

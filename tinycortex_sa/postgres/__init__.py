@@ -76,8 +76,7 @@ def upgrade(url_or_engine: str | sa.URL | sa.Engine, *, schema: str | None = Non
         url_or_engine if isinstance(url_or_engine, sa.Engine) else create_engine(url_or_engine, schema=schema)
     )
     try:
-        with engine.begin() as connection:
-            prepare(connection)
+        with engine.begin() as connection:  # env.py creates the extension and the schema (prepare)
             before = _revision(connection)
             with alembic_isolated():
                 command.upgrade(alembic_config(connection=connection), "head")

@@ -64,13 +64,10 @@ BATCH = 5000
 STATE_TABLES = ("tcsa_sync_rows", "tcsa_sync_blocks", "tcsa_sync_source")
 _STATE_DDL = (
     "CREATE TABLE IF NOT EXISTS tcsa_sync_source (id INT PRIMARY KEY CHECK (id = 1), db_path TEXT NOT NULL, "
-    "synced_at TIMESTAMPTZ, fingerprint BYTEA)",
+    "synced_at TIMESTAMPTZ, fingerprint BYTEA, block_size INT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS tcsa_sync_rows (tbl TEXT NOT NULL, key BYTEA NOT NULL, "
-    "row_id BIGINT NOT NULL, "
-    "block BIGINT NOT NULL, digest BYTEA NOT NULL, held BOOLEAN NOT NULL DEFAULT false, "
-    "PRIMARY KEY (tbl, key))",
-    "ALTER TABLE tcsa_sync_source ADD COLUMN IF NOT EXISTS fingerprint BYTEA",
-    "ALTER TABLE tcsa_sync_source ADD COLUMN IF NOT EXISTS block_size INT",
+    "row_id BIGINT NOT NULL, block BIGINT NOT NULL, digest BYTEA NOT NULL, "
+    "held BOOLEAN NOT NULL DEFAULT false, PRIMARY KEY (tbl, key))",
     "CREATE INDEX IF NOT EXISTS tcsa_sync_rows_block ON tcsa_sync_rows (tbl, block)",
     "CREATE TABLE IF NOT EXISTS tcsa_sync_blocks (tbl TEXT NOT NULL, block BIGINT NOT NULL, "
     "digest BYTEA NOT NULL, PRIMARY KEY (tbl, block))",
@@ -378,7 +375,9 @@ def _prepare_state(pg: _Postgres, db_path: Path, schema: str, force: bool, lock_
         pg.conn.execute(ddl)
     row = pg.conn.execute("SELECT db_path FROM tcsa_sync_source").fetchone()
     if row is None:
-        pg.conn.execute("INSERT INTO tcsa_sync_source (id, db_path) VALUES (1, %s)", (str(db_path),))
+        pg.conn.execute(
+            "INSERT INTO tcsa_sync_source (id, db_path, block_size) VALUES (1, %s, %s)", (str(db_path), BLOCK)
+        )
     elif row[0] != str(db_path) and not force:
         pg.conn.rollback()
         raise SyncError(
@@ -389,7 +388,7 @@ def _prepare_state(pg: _Postgres, db_path: Path, schema: str, force: bool, lock_
     elif row[0] != str(db_path):
         pg.conn.execute("UPDATE tcsa_sync_source SET db_path = %s", (str(db_path),))
     size = pg.conn.execute("SELECT block_size FROM tcsa_sync_source").fetchone()[0]
-    if size != BLOCK:  # state kept with another block size: renumber it, and examine every block once
+    if size != BLOCK:  # state kept by a version with another block size: renumber, examine every block
         pg.conn.execute(  # floor division, as Python's // (rowids may be negative)
             "UPDATE tcsa_sync_rows SET block = (row_id - ((row_id %% %(b)s) + %(b)s) %% %(b)s) / %(b)s",
             {"b": BLOCK},

@@ -32,6 +32,11 @@ _TABLES = {"mem_tree_chunk_embeddings": "chunk", "mem_tree_summary_embeddings": 
 M = TypeVar("M", Chunk, Summary)
 
 
+def embedding_model(model: type[Chunk] | type[Summary]) -> Any:
+    """The sidecar model holding ``model``'s embeddings."""
+    return ChunkEmbedding if model is Chunk else SummaryEmbedding
+
+
 @dataclass(frozen=True)
 class VectorIndex:
     """One HNSW index: its table, model, dimension and name."""
@@ -138,7 +143,7 @@ def nearest(
     """:func:`tinycortex_sa.nearest_chunks` on PostgreSQL: pgvector's cosine distance (HNSW unless exact)."""
     from pgvector.sqlalchemy import HALFVEC, VECTOR
 
-    embedding: Any = ChunkEmbedding if model is Chunk else SummaryEmbedding
+    embedding = embedding_model(model)
     owner = embedding.chunk_id if model is Chunk else embedding.summary_id
     dim = len(query)
     kind = _kind(dim) or "vector"
